@@ -1,0 +1,95 @@
+"""The mailer: consume ``matches``; instant ones are coalesced per user and sent, digest ones
+wait in Redis for ``send_due``. Offsets are committed only after the work they cover is done."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+import redis
+from kafka.consumer.fetcher import ConsumerRecord
+from pydantic import ValidationError
+
+from alerts.deliver import Delivered, add_pending, deliver
+from consumers import profile_store
+from paperwire import kafka, stream
+from paperwire.errors import PoisonMessage
+from paperwire.models import Match
+from paperwire.redisio import connect
+from paperwire.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def decode_match(value: bytes | None) -> Match:
+    if value is None:
+        raise PoisonMessage("empty record")
+    try:
+        match = Match.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise PoisonMessage(f"not a Match: {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}") from exc
+    if match.paper is None or match.paper.id != match.paper_id:
+        raise PoisonMessage("match does not carry its paper")
+    return match
+
+
+class MailerStage(stream.Stage[Match]):
+    def __init__(self, settings: Settings, r: redis.Redis) -> None:
+        self.settings, self.r = settings, r
+        self.buffer: dict[str, list[Match]] = {}
+        self.first_at: float | None = None
+        self.total = Delivered()
+        self.pending = 0
+
+    def decode(self, record: ConsumerRecord) -> Match:
+        return decode_match(record.value)
+
+    def handle(self, matches: list[Match]) -> None:
+        now = datetime.now(UTC)
+        modes: dict[str, str | None] = {}
+        for m in matches:
+            if m.user not in modes:
+                profile = profile_store.get_profile(self.r, self.settings, m.user)
+                modes[m.user] = profile.delivery.mode if profile and profile.enabled else None
+            mode = modes[m.user]
+            if mode == "instant":
+                self.buffer.setdefault(m.user, []).append(m)
+                self.first_at = self.first_at or time.monotonic()
+            elif mode is not None:
+                add_pending(self.r, self.settings, m, now)
+                self.pending += 1
+            else:
+                log.info("user=%s: no enabled profile; match for %s dropped", m.user, m.paper_id)
+
+    def flush(self, force: bool) -> bool:
+        if not self.buffer:
+            return True
+        if not force and time.monotonic() - (self.first_at or 0) < self.settings.coalesce_s:
+            return False
+        result = deliver(self.settings, self.r, self.buffer, kind="instant")
+        for name in ("emails", "papers", "failed", "skipped"):
+            setattr(self.total, name, getattr(self.total, name) + getattr(result, name))
+        self.buffer.clear()
+        self.first_at = None
+        return True
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None, drain: bool = False) -> dict[str, int]:
+    r = connect(settings)
+    kafka.ensure_topics(settings, kafka.all_topics(settings))
+    producer = kafka.producer(settings)
+    consumer = kafka.consumer(settings, settings.mailer_group, settings.topic_matches)
+    stage = MailerStage(settings, r)
+    try:
+        stats = stream.run(stage, consumer, producer, settings.topic_matches_dlq, stop=stop, drain=drain)
+    finally:
+        consumer.close()
+        producer.close()
+    stats.update(emails=stage.total.emails, papers_mailed=stage.total.papers, failed=stage.total.failed,
+                 pending_digest=stage.pending)
+    log.info("mailer done: %s", json.dumps(stats))
+    return stats

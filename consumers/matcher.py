@@ -1,0 +1,88 @@
+"""The matcher: consume ``papers``, embed them, score them against every profile, emit ``matches``.
+
+One process holds the model and the profile matrix in memory; it reloads profiles when the
+version in Redis moves (``paperwire profiles sync``), so edits reach it without a restart.
+Matches are keyed by user id and carry the paper, so the mailer needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import redis
+from kafka import KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from pydantic import ValidationError
+
+from consumers import profile_store
+from consumers.embed import Embedder, embed_papers
+from consumers.score import ProfileIndex
+from paperwire import kafka, stream
+from paperwire.errors import PoisonMessage
+from paperwire.models import Paper
+from paperwire.redisio import connect
+from paperwire.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def decode_paper(value: bytes | None) -> Paper:
+    if value is None:
+        raise PoisonMessage("empty record")
+    try:
+        return Paper.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "value"
+        raise PoisonMessage(f"not a Paper: {where}: {first['msg']}") from exc
+
+
+class MatcherStage(stream.Stage[Paper]):
+    def __init__(self, settings: Settings, embedder: Embedder, r: redis.Redis, producer: KafkaProducer) -> None:
+        self.settings, self.embedder, self.r, self.producer = settings, embedder, r, producer
+        self.version = -1
+        self.index = ProfileIndex([], {})
+        self.stats = {"papers": 0, "matches": 0}
+
+    def decode(self, record: ConsumerRecord) -> Paper:
+        return decode_paper(record.value)
+
+    def refresh_profiles(self) -> None:
+        current = profile_store.version(self.r, self.settings)
+        if current != self.version:
+            snap = profile_store.load(self.r, self.settings)
+            self.index = ProfileIndex(snap.profiles, snap.vectors)
+            self.version = snap.version
+            log.info("profiles v%d loaded: %d topics", self.version, len(self.index))
+
+    def handle(self, papers: list[Paper]) -> None:
+        self.refresh_profiles()
+        vectors = embed_papers(papers, self.embedder, self.r, self.settings)
+        by_id = {p.id: p for p in papers}
+        matches = self.index.score(papers, vectors)
+        for m in matches:
+            m.paper = by_id[m.paper_id]
+            self.producer.send(self.settings.topic_matches, key=m.user.encode(), value=m.model_dump_json().encode())
+            log.info("match user=%s paper=%s topic=%r score=%.3f", m.user, m.paper_id, m.topic, m.score)
+        self.stats["papers"] += len(papers)
+        self.stats["matches"] += len(matches)
+
+
+def run(settings: Settings, *, embedder: Embedder | None = None, stop: threading.Event | None = None,
+        drain: bool = False) -> dict[str, int]:
+    r = connect(settings)
+    kafka.ensure_topics(settings, kafka.all_topics(settings))
+    embedder = embedder or Embedder(settings.model_path, settings.embed_batch_size)
+    producer = kafka.producer(settings)
+    consumer = kafka.consumer(settings, settings.matcher_group, settings.topic_papers)
+    stage = MatcherStage(settings, embedder, r, producer)
+    try:
+        stats = stream.run(stage, consumer, producer, settings.topic_papers_dlq, stop=stop, drain=drain)
+    finally:
+        consumer.close()
+        producer.close()
+    stats.update(stage.stats)
+    log.info("matcher done: %s", json.dumps(stats))
+    return stats

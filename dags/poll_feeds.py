@@ -1,0 +1,51 @@
+"""
+### poll_feeds
+
+Polls every feed in the feed list (`PAPERWIRE_FEEDS_FILE`, default `feeds.yaml`) and publishes
+the papers that are news to the Kafka topic `papers` (key = canonical paper id).
+
+* One **mapped task per feed**: a broken feed is one red square in the grid, never a failed run
+  for the others. Each square's log says what was fetched, parsed, dropped (and why) and published.
+* Tasks are transactions: conditional GET, then dedupe in Redis, then publish, then mark seen.
+  A retry re-publishes at worst, and everything downstream is keyed, so nobody gets mail twice.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+
+@dag(
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["paperwire", "ingest"],
+    doc_md=__doc__,
+    default_args={"owner": "paperwire", "retries": 2, "retry_delay": timedelta(minutes=2),
+                  "execution_timeout": timedelta(minutes=10)},
+)
+def poll_feeds():
+    @task
+    def list_feeds() -> list[dict]:
+        """Read the feed list; the only thing fanned out is plain data."""
+        from paperwire.settings import Settings
+        from producers.feeds import load_feeds
+
+        return [f.model_dump() for f in load_feeds(Settings().feeds_file)]
+
+    @task(map_index_template="{{ task.op_kwargs['feed']['name'] }}")
+    def poll(feed: dict) -> dict:
+        from paperwire.settings import Settings
+        from producers.feeds import Feed
+        from producers.poll import poll_feed
+
+        return poll_feed(Feed.model_validate(feed), Settings())
+
+    poll.expand(feed=list_feeds())
+
+
+poll_feeds()

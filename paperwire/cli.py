@@ -1,0 +1,239 @@
+"""The ``paperwire`` command line: the only place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from paperwire.errors import PaperwireError
+
+
+def _settings():  # noqa: ANN202 - built once per command, at the edge
+    from paperwire.settings import Settings
+
+    return Settings()
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT finish the current batch, commit, and exit cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_broker(a: argparse.Namespace) -> int:
+    from paperwire.broker import serve
+
+    serve(a.host, a.port, a.brokers, a.partitions, a.topic or [])
+    return 0
+
+
+def cmd_feeds_parse(a: argparse.Namespace) -> int:
+    from producers.parse import parse
+
+    try:
+        data = Path(a.file).read_bytes()
+    except OSError as exc:
+        raise PaperwireError(f"{a.file}: {exc.strerror}") from exc
+    result = parse(data, a.kind)
+    for paper in result.papers:
+        print(paper.model_dump_json())
+    for ref, reason in result.dropped:
+        print(f"{a.file}: dropped {ref}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _read_papers(path: str):  # noqa: ANN202
+    from paperwire.models import Paper
+
+    papers = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    papers.append(Paper.model_validate_json(line))
+                except ValueError as exc:
+                    raise PaperwireError(f"{path}:{n}: not a Paper record: {exc}") from exc
+    return papers
+
+
+def _load_profiles_or_fail(paths: list[Path]):  # noqa: ANN202
+    from paperwire.profiles import load
+
+    loaded = load(paths)
+    for problem in loaded.problems:
+        print(problem, file=sys.stderr)
+    return loaded
+
+
+def cmd_match(a: argparse.Namespace) -> int:
+    from consumers.embed import Embedder
+    from consumers.profile_store import topic_vectors
+    from consumers.score import ProfileIndex
+
+    settings = _settings()
+    loaded = _load_profiles_or_fail([Path(a.profiles)])
+    papers = _read_papers(a.papers)
+    embedder = Embedder(settings.model_path, settings.embed_batch_size)
+    index = ProfileIndex(loaded.profiles, topic_vectors(loaded.profiles, embedder))
+    for m in index.score(papers, embedder.encode([p.text for p in papers]), top=a.top):
+        print(json.dumps({"user": m.user, "topic": m.topic, "paper_id": m.paper_id, "score": m.score,
+                          "reasons": m.reasons.model_dump()}))
+    return 1 if loaded.problems else 0
+
+
+def cmd_profiles_validate(a: argparse.Namespace) -> int:
+    loaded = _load_profiles_or_fail([Path(p) for p in a.paths])
+    return 1 if loaded.problems else 0
+
+
+def cmd_profiles_sync(a: argparse.Namespace) -> int:
+    from consumers import profile_store
+    from consumers.embed import Embedder
+    from paperwire.redisio import connect
+
+    settings = _settings()
+    loaded = _load_profiles_or_fail([Path(a.dir)])
+    if loaded.problems and not a.keep_going:
+        print("profiles not synced: fix the files above (or pass --keep-going to sync the valid ones)",
+              file=sys.stderr)
+        return 1
+    vectors = profile_store.topic_vectors(loaded.profiles, Embedder(settings.model_path))
+    if a.dry_run:
+        print(f"would sync {len(loaded.profiles)} profiles ({len(vectors)} topics)")
+        return 0
+    version = profile_store.sync(loaded.profiles, vectors, connect(settings), settings)
+    print(f"synced {len(loaded.profiles)} profiles ({len(vectors)} topics), version {version}")
+    return 1 if loaded.problems else 0
+
+
+def cmd_matcher(a: argparse.Namespace) -> int:
+    from consumers.matcher import run
+
+    print(json.dumps(run(_settings(), stop=_stop_on_signals(), drain=a.drain)))
+    return 0
+
+
+def cmd_mailer(a: argparse.Namespace) -> int:
+    from alerts.mailer import run
+
+    print(json.dumps(run(_settings(), stop=_stop_on_signals(), drain=a.drain)))
+    return 0
+
+
+def cmd_digests_send(a: argparse.Namespace) -> int:
+    from alerts.deliver import send_due
+    from paperwire.redisio import connect
+
+    settings = _settings()
+    result = send_due(settings, connect(settings), force=a.force, dry_run=a.dry_run)
+    verb = "would send" if a.dry_run else "sent"
+    print(f"{verb} {result.emails} digest emails ({result.papers} papers, {result.failed} failed)")
+    return 0
+
+
+def cmd_smtp_capture(a: argparse.Namespace) -> int:
+    from alerts.capture import CaptureServer
+
+    stop = _stop_on_signals()
+    with CaptureServer(Path(a.outbox), a.host, a.port) as server:
+        logging.getLogger("paperwire").info("SMTP capture on %s:%d -> %s", a.host, server.port, a.outbox)
+        stop.wait()
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from paperwire.demo import run_demo
+
+    return run_demo(_settings(), keep_outbox=a.keep_outbox)
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="paperwire", description="Personalised research-paper alerts.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str, parent=sub):  # noqa: A002, ANN001, ANN202
+        sp = parent.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    b = add("broker", cmd_broker, "in-memory Kafka-protocol dev broker (librdkafka mock; development only)")
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--brokers", type=int, default=1)
+    b.add_argument("--partitions", type=int, default=4)
+    b.add_argument("--topic", action="append", help="create this topic at start (repeatable)")
+
+    feeds = add("feeds", lambda a: 2, "feed documents")
+    fsub = feeds.add_subparsers(dest="feeds_command", required=True)
+    fp = add("parse", cmd_feeds_parse, "print the Paper records parsed from a document, one JSON per line", fsub)
+    fp.add_argument("file")
+    fp.add_argument("--kind", default="auto", choices=["auto", "arxiv-rss", "arxiv-api", "hf-daily", "rss"])
+
+    m = add("match", cmd_match, "score papers against profile files (no Kafka or Redis needed)")
+    m.add_argument("--profiles", required=True, help="a profile directory")
+    m.add_argument("--papers", required=True, help="Paper JSON lines")
+    m.add_argument("--top", type=int, help="each user's K best papers, regardless of thresholds")
+
+    prof = add("profiles", lambda a: 2, "profile files")
+    psub = prof.add_subparsers(dest="profiles_command", required=True)
+    pv = add("validate", cmd_profiles_validate, "check profile files; FILE:LINE: message per problem", psub)
+    pv.add_argument("paths", nargs="+")
+    ps = add("sync", cmd_profiles_sync, "write profiles and their vectors to Redis, atomically", psub)
+    ps.add_argument("dir")
+    ps.add_argument("--dry-run", action="store_true")
+    ps.add_argument("--keep-going", action="store_true", help="sync the valid files even if some are broken")
+
+    mt = add("matcher", cmd_matcher, "run the matcher (consumer group on the papers topic)")
+    mt.add_argument("--drain", action="store_true", help="stop once caught up")
+    ml = add("mailer", cmd_mailer, "run the mailer (consumer group on the matches topic)")
+    ml.add_argument("--drain", action="store_true", help="stop once caught up")
+
+    dg = add("digests", lambda a: 2, "digest emails")
+    dsub = dg.add_subparsers(dest="digests_command", required=True)
+    ds = add("send", cmd_digests_send, "send the digests that are due", dsub)
+    ds.add_argument("--force", action="store_true", help="send every pending digest now")
+    ds.add_argument("--dry-run", action="store_true", help="render, count, send nothing")
+
+    sc = add("smtp-capture", cmd_smtp_capture, "local SMTP server writing messages to an outbox folder")
+    sc.add_argument("--outbox", default=".state/outbox")
+    sc.add_argument("--host", default="127.0.0.1")
+    sc.add_argument("--port", type=int, default=8025)
+
+    d = add("demo", cmd_demo, "run the whole pipeline once on embedded defaults")
+    d.add_argument("--keep-outbox", action="store_true", help="do not clear the outbox first")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("kafka", "aiosmtpd", "mail.log", "sentence_transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.fn(args)
+    except PaperwireError as exc:
+        print(f"paperwire: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Wire models: what travels on Kafka and what a profile file holds.
+
+``Paper`` is the value on the ``papers`` topic (key = ``Paper.id``); ``Match`` is the value on
+``matches`` (key = user id). Both are stable contracts: extend them, don't break them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+Source = Literal["arxiv-rss", "arxiv-api", "hf-daily", "rss"]
+AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
+
+
+class Paper(BaseModel):
+    """One paper as every stage after the producers sees it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str  # "2501.01234", "hep-th/9901001", "doi:<doi>" or "url:<sha1 of link>"
+    version: int | None = None
+    title: str
+    abstract: str
+    authors: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    url: str
+    pdf_url: str | None = None
+    published: datetime
+    updated: datetime | None = None
+    source: Source
+    announce_type: AnnounceType | None = None
+    upvotes: int | None = None
+
+    @property
+    def text(self) -> str:
+        """What gets embedded and matched: title and abstract."""
+        return f"{self.title}. {self.abstract}"
+
+
+class Reasons(BaseModel):
+    """Why a paper matched a topic, in terms a reader understands."""
+
+    topic: str
+    similarity: float
+    keywords: list[str] = Field(default_factory=list)
+    authors: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+
+
+class Match(BaseModel):
+    """One (user, topic, paper) above threshold. On Kafka it carries the paper itself, so the
+    mailer needs nothing from upstream stages but this record."""
+
+    user: str
+    topic: str
+    paper_id: str
+    score: float
+    reasons: Reasons
+    version: int | None = None
+    paper: Paper | None = None
+
+
+class Topic(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    keywords: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    seed_papers: list[str] = Field(default_factory=list)
+    authors: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
+
+
+class Delivery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["instant", "daily", "weekly"] = "daily"
+    hour: int = Field(default=8, ge=0, le=23)
+    weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
+    timezone: str = "UTC"
+    max_papers: int = Field(default=20, ge=1, le=200)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+
+_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Profile(BaseModel):
+    """One user's interests and delivery settings, from one ``profiles/*.yaml`` file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    email: EmailStr
+    name: str | None = None
+    enabled: bool = True
+    topics: list[Topic] = Field(min_length=1)
+    delivery: Delivery = Field(default_factory=Delivery)
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _USER_ID.match(value):
+            raise ValueError("id must be letters, digits, '.', '_' or '-' (at most 64)")
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _unique_topic_names(cls, topics: list[Topic]) -> list[Topic]:
+        names = [t.name for t in topics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate topic name(s): {', '.join(dupes)}")
+        return topics

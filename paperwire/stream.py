@@ -1,0 +1,111 @@
+"""The consumer loop both streaming stages share: poll, decode, handle, dead-letter, commit.
+
+This is the one place that decides what an error means:
+  * a record that cannot be decoded (``PoisonMessage``) goes to the stage's dead-letter topic
+    with the reason and its original bytes, and the stream goes on;
+  * anything else raised by the stage stops the loop *without* committing, so the records are
+    delivered again after a restart (at-least-once; the stages make repeats harmless).
+Offsets are committed only when the stage says everything it was given is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+
+from paperwire.errors import PoisonMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Stage(ABC, Generic[T]):
+    """What a streaming stage plugs into ``run``."""
+
+    @abstractmethod
+    def decode(self, record: ConsumerRecord) -> T:
+        """Bytes -> item, or raise PoisonMessage saying why not."""
+
+    @abstractmethod
+    def handle(self, items: list[T]) -> None:
+        """Process (or buffer) a batch of decoded items."""
+
+    def flush(self, force: bool) -> bool:
+        """Finish buffered work that is due (all of it when ``force``); True when nothing is pending."""
+        return True
+
+
+def dead_letter(producer: KafkaProducer, topic: str, record: ConsumerRecord, reason: str) -> None:
+    log.warning("dead-letter %s[%d]@%d -> %s: %s", record.topic, record.partition, record.offset, topic, reason)
+    producer.send(
+        topic,
+        key=record.key,
+        value=record.value,  # the original bytes, untouched
+        headers=[
+            ("reason", reason.encode("utf-8", "replace")[:1000]),
+            ("source", f"{record.topic}[{record.partition}]@{record.offset}".encode()),
+        ],
+    )
+
+
+def caught_up(consumer: KafkaConsumer) -> bool:
+    """True when this member has an assignment and has read to its end."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    ends = consumer.end_offsets(list(assigned))
+    return all(consumer.position(tp) >= ends[tp] for tp in assigned)
+
+
+def run(
+    stage: Stage[Any],
+    consumer: KafkaConsumer,
+    producer: KafkaProducer,
+    dlq_topic: str,
+    *,
+    stop: threading.Event | None = None,
+    drain: bool = False,
+    drain_idle_s: float = 60.0,
+    poll_ms: int = 500,
+) -> dict[str, int]:
+    """Run until ``stop`` is set, or with ``drain`` until caught up and flushed."""
+    stop = stop or threading.Event()
+    stats = {"consumed": 0, "dead_lettered": 0, "commits": 0}
+    uncommitted = False
+    idle_since = time.monotonic()
+    while True:
+        stopping = stop.is_set()
+        polled = {} if stopping else consumer.poll(timeout_ms=poll_ms)
+        items: list[Any] = []
+        for records in polled.values():
+            for record in records:
+                stats["consumed"] += 1
+                uncommitted = True
+                try:
+                    items.append(stage.decode(record))
+                except PoisonMessage as exc:
+                    dead_letter(producer, dlq_topic, record, str(exc))
+                    stats["dead_lettered"] += 1
+        if items:
+            stage.handle(items)
+        if polled:
+            idle_since = time.monotonic()
+        done_reading = stopping or (drain and not polled and caught_up(consumer))
+        idle_too_long = drain and not polled and time.monotonic() - idle_since > drain_idle_s
+        settled = stage.flush(force=done_reading or idle_too_long)
+        if settled and uncommitted:
+            producer.flush()  # dead letters and the stage's output are on the broker first
+            consumer.commit()
+            stats["commits"] += 1
+            uncommitted = False
+        if settled and (done_reading or idle_too_long):
+            if idle_too_long and not stopping:
+                log.warning("drain: no records for %.0fs and not caught up; stopping", drain_idle_s)
+            return stats
