@@ -114,7 +114,7 @@ def render(profile: Profile, matches: list[Match], *, kind: str, now: datetime) 
         "greeting_name": one_line(profile.name or profile.id, 60),
         "intro": f"here {'is' if n == 1 else 'are'} {n} {noun} matching your interests, best first."
         if n else "nothing matched this time.",
-        "sections": [{"title": t, "items": [_item(m) for m in items]} for t, items in sections],
+        "sections": [{"title": t, "papers": [_item(m) for m in items]} for t, items in sections],
         "user_id": profile.id,
         "delivery": f"{profile.delivery.mode}",
         "unsubscribe_url": None,

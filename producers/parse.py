@@ -45,7 +45,7 @@ _RSS_DESCRIPTION = re.compile(
     re.DOTALL,
 )
 # Old RDF listing title: "Some title. (arXiv:2401.15088v1 [cs.LG] UPDATED)"
-_RDF_TITLE = re.compile(r"^(?P<title>.*?)\.?\s*\(arXiv:(?P<ref>\S+?)(?:\s+\[[^\]]*\])?[^)]*\)\s*$", re.S)
+_RDF_TITLE = re.compile(r"^(?P<title>.*?)\.?\s*\(arXiv:(?P<ref>[^\s\])]+)[^)]*\)\s*$", re.S)
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 _ANNOUNCE_TYPES = {"new", "cross", "replace", "replace-cross"}
@@ -141,16 +141,22 @@ def parse(data: bytes, kind: Kind | str = "auto", *, fetched_at: datetime | None
     if kind == "auto":
         kind = detect_kind(data, d)
     if kind == "arxiv-api":
-        return _parse_arxiv_api(d)
-    if kind == "arxiv-rss":
-        return _parse_arxiv_rss(d, fetched_at)
-    return _parse_rss(d, fetched_at)
+        result = _parse_arxiv_api(d)
+    elif kind == "arxiv-rss":
+        result = _parse_arxiv_rss(d, fetched_at)
+    else:
+        result = _parse_rss(d, fetched_at)
+    if d.get("bozo") and result.dropped and not result.papers:
+        exc = d.get("bozo_exception")
+        raise FeedError(f"malformed document, no entry usable ({len(result.dropped)} dropped): "
+                        f"{type(exc).__name__}: {clean_text(str(exc))}")
+    return result
 
 
 def _check_usable(d: Any, data: bytes) -> None:
     """Raise if the document is not a feed at all; a bozo feed with entries is still usable."""
-    if d.get("version") or d.entries:
-        return
+    if d.entries or (d.get("version") and not d.get("bozo")):
+        return  # entries to salvage, or a well-formed (possibly empty) feed
     if d.get("bozo"):
         exc = d.get("bozo_exception")
         sniff = data.lstrip()[:200].lower()

@@ -1,0 +1,69 @@
+"""Scoring rules on hand-made vectors: pure, no model, no services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+
+from consumers.score import ProfileIndex
+from paperwire.models import Paper, Profile
+
+
+def unit(*xs: float) -> np.ndarray:
+    v = np.zeros(384, np.float32)
+    v[: len(xs)] = xs
+    return v / np.linalg.norm(v)
+
+
+def paper(pid: str, text: str = "A method.", authors=(), categories=()) -> Paper:
+    return Paper(id=pid, version=1, title=pid, abstract=text, authors=list(authors), categories=list(categories),
+                 url=f"https://arxiv.org/abs/{pid}", published=datetime(2026, 11, 26, tzinfo=UTC), source="arxiv-rss")
+
+
+def index(**topic) -> ProfileIndex:
+    topic = {"name": "T", "description": "d", **topic}
+    profile = Profile(id="u", email="u@example.org", topics=[topic])
+    return ProfileIndex([profile], {("u", "T"): unit(1, 0)})
+
+
+def test_similarity_threshold_and_keyword_boost():
+    idx = index(min_score=0.5, keywords=["graph"])
+    papers = [paper("close"), paper("far"), paper("boosted", "A graph method.")]
+    vectors = np.stack([unit(1, 0.5), unit(0, 1), unit(1, 1.2)])  # cos ~0.89, 0, ~0.64
+    got = {m.paper_id: m for m in idx.score(papers, vectors)}
+    assert set(got) == {"close", "boosted"}
+    assert got["boosted"].reasons.keywords == ["graph"]
+    assert got["boosted"].score > got["boosted"].reasons.similarity
+
+
+def test_exclude_vetoes_even_a_perfect_match():
+    idx = index(exclude=["quantum"])
+    got = idx.score([paper("q", "Quantum error correction.")], np.stack([unit(1, 0)]))
+    assert got == []
+
+
+def test_exclude_is_whole_word():
+    idx = index(exclude=["quantum"])
+    got = idx.score([paper("q", "Quantumness aside, a method.")], np.stack([unit(1, 0)]))
+    assert [m.paper_id for m in got] == ["q"]
+
+
+def test_followed_author_always_matches():
+    idx = index(authors=["Ada Lovelace"], min_score=0.9)
+    got = idx.score([paper("a", authors=["ada  LOVELACE"])], np.stack([unit(0, 1)]))
+    assert [m.reasons.authors for m in got] == [["ada  LOVELACE"]]
+
+
+def test_categories_filter():
+    idx = index(categories=["cs.CL"])
+    papers = [paper("in", categories=["cs.LG", "cs.CL"]), paper("out", categories=["cs.CV"])]
+    got = idx.score(papers, np.stack([unit(1, 0), unit(1, 0)]))
+    assert [m.paper_id for m in got] == ["in"]
+
+
+def test_top_k_ignores_thresholds_and_ranks():
+    idx = index(min_score=0.99)
+    papers = [paper("a"), paper("b"), paper("c")]
+    got = idx.score(papers, np.stack([unit(1, 1), unit(1, 0), unit(0, 1)]), top=2)
+    assert [m.paper_id for m in got] == ["b", "a"]
