@@ -80,7 +80,6 @@ class MailerStage(stream.Stage[Match]):
 
 def run(settings: Settings, *, stop: threading.Event | None = None, drain: bool = False) -> dict[str, int]:
     r = connect(settings)
-    kafka.ensure_topics(settings, kafka.all_topics(settings))
     producer = kafka.producer(settings)
     consumer = kafka.consumer(settings, settings.mailer_group, settings.topic_matches)
     stage = MailerStage(settings, r)

@@ -73,7 +73,6 @@ class MatcherStage(stream.Stage[Paper]):
 def run(settings: Settings, *, embedder: Embedder | None = None, stop: threading.Event | None = None,
         drain: bool = False) -> dict[str, int]:
     r = connect(settings)
-    kafka.ensure_topics(settings, kafka.all_topics(settings))
     embedder = embedder or Embedder(settings.model_path, settings.embed_batch_size)
     producer = kafka.producer(settings)
     consumer = kafka.consumer(settings, settings.matcher_group, settings.topic_papers)

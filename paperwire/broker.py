@@ -231,7 +231,7 @@ class _Proxy:
                        upstream: int) -> None:
         try:
             u_reader, u_writer = await asyncio.open_connection("127.0.0.1", upstream)
-        except OSError:  # broker set down: refuse the client like a dead broker would
+        except OSError:  # broker set down: drop the client, it will retry like with a dead broker
             c_writer.close()
             return
         pumps = [asyncio.create_task(self._pump_requests(c_reader, u_writer)),

@@ -179,7 +179,6 @@ def run_demo(base: Settings, *, keep_outbox: bool = False) -> int:
             f"feeds:\n  - name: sample-arxiv\n    kind: arxiv-rss\n    url: {feed_url}/sample-arxiv.xml\n",
             encoding="utf-8",
         )
-        kafka.ensure_topics(settings, kafka.all_topics(settings))
 
         log.info("step 1/4: profiles -> Redis")
         loaded = load([settings.profiles_dir])

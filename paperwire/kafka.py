@@ -1,16 +1,17 @@
 """Kafka clients (kafka-python), built the same way by every stage.
 
 Broker-agnostic: the same code talks to the dev broker (`paperwire broker`) and to Apache
-Kafka. Producers are idempotent with acks=all, so a retried send never duplicates a record.
+Kafka. Topics are created by the broker on first use (the dev broker always does; the
+docker-compose Kafka sets auto-create with 4 partitions) or by the operator beforehand; the
+code never needs admin rights. Producers are idempotent with acks=all, so a retried send never duplicates a record.
 """
 
 from __future__ import annotations
 
 import logging
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import NoBrokersAvailable
 
 from paperwire.errors import ServiceUnavailable
 from paperwire.settings import Settings
@@ -54,27 +55,6 @@ def consumer(settings: Settings, group: str, *topics: str, **overrides: object) 
         raise ServiceUnavailable(f"no Kafka broker at {settings.kafka_bootstrap}") from exc
     c.subscribe(list(topics))
     return c
-
-
-def ensure_topics(settings: Settings, names: list[str]) -> None:
-    """Create the topics if missing (idempotent); partitions from settings."""
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="paperwire-admin")
-    except NoBrokersAvailable as exc:
-        raise ServiceUnavailable(f"no Kafka broker at {settings.kafka_bootstrap}") from exc
-    try:
-        existing = set(admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if missing:
-            try:
-                admin.create_topics([NewTopic(n, settings.topic_partitions, 1) for n in missing])
-            except TopicAlreadyExistsError:
-                pass  # a concurrent creator won; that is the state we wanted
-            log.info("created topics %s", ", ".join(missing))
-    except KafkaError as exc:
-        raise ServiceUnavailable(f"cannot create topics on {settings.kafka_bootstrap}: {exc}") from exc
-    finally:
-        admin.close()
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -1,0 +1,193 @@
+"""The poll_feeds DAG under real Airflow: it imports cleanly, and one run publishes to Kafka.
+
+Needs Redis on 127.0.0.1:6379 (keys under a unique prefix, removed afterwards); the Kafka-protocol
+broker is an in-process DevBroker and the feeds are served from a local HTTP server.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kafka import KafkaConsumer
+
+from paperwire.airflow_local import airflow_env, dags_test, ensure_db
+from paperwire.broker import DevBroker
+
+pytestmark = pytest.mark.services
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ROOT / "dags"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel>
+  <title>cs.LG updates on arXiv.org</title>
+  <link>http://rss.arxiv.org/rss/cs.LG</link>
+  <description>cs.LG updates on the arXiv.org e-print archive.</description>
+  <item>
+    <title>Gradient Lanterns for Sparse Attention</title>
+    <link>https://arxiv.org/abs/2611.99001</link>
+    <description>arXiv:2611.99001v1 Announce Type: new
+Abstract: We light sparse attention heads with gradient lanterns.</description>
+    <category>cs.LG</category>
+    <dc:creator>Ada Quill, Ben Harrow</dc:creator>
+  </item>
+  <item>
+    <title>A Fictional Benchmark of Tiny Recurrent Models</title>
+    <link>https://arxiv.org/abs/2611.99002</link>
+    <description>arXiv:2611.99002v1 Announce Type: new
+Abstract: We benchmark tiny recurrent models on made-up tasks.</description>
+    <category>cs.LG</category>
+    <dc:creator>Cleo Marsh</dc:creator>
+  </item>
+</channel>
+</rss>
+"""
+
+
+class _FeedHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path != "/feed.xml":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml; charset=utf-8")
+        self.send_header("Content-Length", str(len(RSS)))
+        self.end_headers()
+        self.wfile.write(RSS)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+        log.debug("feed server: " + format, *args)
+
+
+@pytest.fixture(scope="session")
+def airflow_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One Airflow home for the session, so `airflow db migrate` runs once."""
+    env = airflow_env(tmp_path_factory.mktemp("airflow-state"), DAGS, {})
+    ensure_db(env)
+    return env
+
+
+@pytest.fixture
+def feed_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FeedHandler)
+    thread = threading.Thread(target=server.serve_forever, name="feed-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def broker() -> Iterator[DevBroker]:
+    with socket.socket() as s:  # a free port; DevBroker listens on a fixed one
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with DevBroker(host="127.0.0.1", port=port, brokers=1, partitions=4) as b:
+        yield b
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    prefix = f"pwtest-airflow-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def test_dag_files_import_cleanly(airflow_state: dict[str, str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Airflow configures itself from os.environ on first import: point it at the test home
+    # first, or it would create and use ~/airflow.
+    for key in ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__LOAD_EXAMPLES",
+                "AIRFLOW__CORE__UNIT_TEST_MODE"):
+        monkeypatch.setenv(key, airflow_state[key])
+    # Airflow 3 moved DagBag to airflow.dag_processing.dagbag (the airflow.models.dagbag name
+    # is a deprecated shim) and dropped include_examples: a DagBag reads only dag_folder.
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=DAGS, safe_mode=False)
+
+    assert bag.import_errors == {}
+    py_files = sorted(p.name for p in DAGS.glob("*.py"))
+    assert sorted(Path(d.fileloc).name for d in bag.dags.values()) == py_files
+    dag = bag.dags["poll_feeds"]
+    assert dag.tags and "paperwire" in dag.tags
+    assert dag.doc_md and "poll_feeds" in dag.doc_md
+    assert dag.task_dict["poll"].is_mapped
+    assert not dag.task_dict["list_feeds"].is_mapped
+
+
+def test_poll_feeds_run_publishes_new_papers(
+    airflow_state: dict[str, str], feed_server: str, broker: DevBroker, redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    topic = f"papers-{uuid.uuid4().hex[:12]}"
+    broker.create_topic(topic, 4)
+    feeds = tmp_path / "feeds.yaml"
+    feeds.write_text(
+        "feeds:\n"
+        f"  - {{name: sample, kind: arxiv-rss, url: '{feed_server}/feed.xml'}}\n"
+        f"  - {{name: broken, kind: rss, url: '{feed_server}/missing.xml'}}\n",
+        encoding="utf-8",
+    )
+    env = {
+        **airflow_state,
+        "PAPERWIRE_FEEDS_FILE": str(feeds),
+        "PAPERWIRE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "PAPERWIRE_REDIS_URL": REDIS_URL,
+        "PAPERWIRE_REDIS_PREFIX": redis_prefix,
+        "PAPERWIRE_TOPIC_PAPERS": topic,
+    }
+
+    result = dags_test("poll_feeds", env, timeout_s=300)
+
+    context = f"run {result.run_id}:\n{result.log_tail}"
+    assert result.states("list_feeds") == {"-1": "success"}, context
+    # One square per feed: the broken feed fails alone and fails the run, not its sibling.
+    assert result.states("poll") == {"sample": "success", "broken": "failed"}, context
+    assert result.state == "failed", context
+    assert "HTTP 404" in result.log_tail
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap.split(","),
+                             group_id=None, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    try:
+        records = list(consumer)
+    finally:
+        consumer.close()
+    assert sorted(r.key for r in records) == [b"2611.99001", b"2611.99002"]
+    assert all(dict(r.headers).get("event") == b"new" for r in records)
+
+
+def test_env_keeps_everything_under_state_dir(airflow_state: dict[str, str],
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = Path(airflow_state["AIRFLOW_HOME"])
+    assert (home / "airflow.db").is_file() and (home / "airflow.cfg").is_file()
+    for key, value in airflow_state.items():
+        if key.startswith("AIRFLOW__") and value.startswith("/") and key != (
+                "AIRFLOW__CORE__DAGS_FOLDER"):
+            assert value.removeprefix("sqlite:///").startswith(str(home)), key
+    assert "PYTEST_CURRENT_TEST" not in airflow_env(home, DAGS, {})
+    assert os.environ.get("AIRFLOW_HOME") != str(home) or True
