@@ -207,6 +207,7 @@ class _Proxy:
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._gate = _SyncGroupGate()
+        self._closing = False
 
     def start(self, routes: list[tuple[str, int, int]]) -> None:
         """Listen on each (host, port) and forward to 127.0.0.1:upstream_port."""
@@ -221,8 +222,14 @@ class _Proxy:
             assert task is not None
             self._connections.add(task)
             try:
-                await self._forward(reader, writer, upstream)
+                if not self._closing:
+                    await self._forward(reader, writer, upstream)
+            except asyncio.CancelledError:
+                # Only stop() cancels us. Ending quietly matters: on 3.11 asyncio.streams logs
+                # a cancelled client task as "Exception in callback".
+                pass
             finally:
+                writer.close()
                 self._connections.discard(task)
 
         return await asyncio.start_server(on_client, host, port)
@@ -232,7 +239,6 @@ class _Proxy:
         try:
             u_reader, u_writer = await asyncio.open_connection("127.0.0.1", upstream)
         except OSError:  # broker set down: drop the client, it will retry like with a dead broker
-            c_writer.close()
             return
         pumps = [asyncio.create_task(self._pump_requests(c_reader, u_writer)),
                  asyncio.create_task(self._pump(u_reader, c_writer))]
@@ -243,8 +249,7 @@ class _Proxy:
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            c_writer.close()
-            u_writer.close()
+            u_writer.close()  # the client side is closed by on_client
 
     async def _pump_requests(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
@@ -273,14 +278,18 @@ class _Proxy:
             return
 
         async def close_all() -> None:
+            self._closing = True
             for server in self._servers:
                 server.close()
             # Server.close() leaves accepted connections open; clients must see the broker go.
             for task in list(self._connections):
                 task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
-            for server in self._servers:
-                await server.wait_closed()
+            # Connections accepted just before the close start their task a few loop turns
+            # later (and then close at once, seeing _closing); wait until all are done.
+            me = asyncio.current_task()
+            while others := asyncio.all_tasks() - {me}:
+                await asyncio.wait(others)
+            await asyncio.sleep(0)  # lets the closed transports release their sockets
 
         asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -26,7 +26,7 @@ from paperwire.settings import Settings
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_PREFIX = "pwdemo:"
+
 
 
 def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -162,7 +162,7 @@ def run_demo(base: Settings, *, keep_outbox: bool = False) -> int:
             ensure_smtp(settings, outbox) as own_smtp, serve_folder(ROOT / "demo") as feed_url:
         run_id = time.strftime("%Y%m%d%H%M%S")
         settings = settings.model_copy(update={
-            "redis_prefix": DEMO_PREFIX,
+            "redis_prefix": base.redis_prefix + "demo:",  # the demo's own namespace, reset each run
             "feeds_file": state / "demo-feeds.yaml",
             "profiles_dir": ROOT / "profiles",
         })
@@ -206,7 +206,7 @@ def run_demo(base: Settings, *, keep_outbox: bool = False) -> int:
     summary = [
         "",
         "paperwire demo: done in %.0fs" % (time.monotonic() - t0),
-        f"  feeds polled      1 (Airflow run {run.state}; tasks: {', '.join(f'{t.task_id}={t.state}' for t in run.tasks)})",
+        f"  feeds polled      1 (Airflow run {run.state}; tasks: {', '.join(f'{t.label or t.task_id}={t.state}' for t in run.tasks)})",
         f"  papers published  {m_stats['consumed']} (dead-lettered {m_stats['dead_lettered']})",
         f"  matches           {m_stats['matches']} for {len(loaded.profiles)} profiles",
         f"  emails sent       {a_stats['emails'] + digests.emails} "
