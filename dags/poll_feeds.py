@@ -12,26 +12,19 @@ the papers that are news to the Kafka topic `papers` (key = canonical paper id).
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
-import pendulum
 from airflow.sdk import dag, task
 
-# Retries are for flaky feeds in production. `airflow dags test` honours retry_delay by
-# waiting it out, so local runs and tests set PAPERWIRE_TASK_RETRIES=0 to fail fast.
-TASK_RETRIES = int(os.environ.get("PAPERWIRE_TASK_RETRIES", "2"))
+from paperwire.dag_defaults import START, default_args
 
 
 @dag(
     schedule="@hourly",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START,
     catchup=False,
     max_active_runs=1,
     tags=["paperwire", "ingest"],
     doc_md=__doc__,
-    default_args={"owner": "paperwire", "retries": TASK_RETRIES,
-                  "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(minutes=10)},
+    default_args=default_args(),
 )
 def poll_feeds():
     @task

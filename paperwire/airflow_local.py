@@ -93,8 +93,9 @@ def airflow_env(state_dir: Path, dags_folder: Path, extra: dict[str, str]) -> di
     return env
 
 
-def ensure_db(env: dict[str, str]) -> None:
-    """Create or upgrade the metadata DB, unless this Airflow version already migrated it."""
+def ensure_db(env: dict[str, str]) -> bool:
+    """Create or upgrade the metadata DB, unless this Airflow version already migrated it.
+    Returns True when it ran the migration."""
     db = _db_path(env)
     stamp = Path(env["AIRFLOW_HOME"]) / _STAMP
     # `airflow db migrate` costs seconds even when there is nothing to do; the stamp names the
@@ -102,7 +103,7 @@ def ensure_db(env: dict[str, str]) -> None:
     wanted = f"{_airflow_version()} {db}"
     if db.is_file() and stamp.is_file() and stamp.read_text() == wanted and _has_schema(db):
         log.debug("airflow db %s is migrated (%s)", db, wanted)
-        return
+        return False
     db.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     rc, output = _run(["db", "migrate"], env, MIGRATE_TIMEOUT_S)
@@ -112,6 +113,7 @@ def ensure_db(env: dict[str, str]) -> None:
         )
     stamp.write_text(wanted)
     log.info("airflow db migrated at %s in %.1fs", db, time.monotonic() - started)
+    return True
 
 
 def dags_test(dag_id: str, env: dict[str, str], timeout_s: float = 600) -> DagRunResult:

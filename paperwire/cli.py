@@ -102,6 +102,8 @@ def cmd_profiles_sync(a: argparse.Namespace) -> int:
     from paperwire.redisio import connect
 
     settings = _settings()
+    if not Path(a.dir).is_dir():
+        raise PaperwireError(f"{a.dir}: not a folder of profile files")
     loaded = _load_profiles_or_fail([Path(a.dir)])
     if loaded.problems and not a.keep_going:
         print("profiles not synced: fix the files above (or pass --keep-going to sync the valid ones)",

@@ -171,6 +171,8 @@ def run_demo(base: Settings, *, keep_outbox: bool = False) -> int:
                 "topic_papers": f"demo-{run_id}.papers", "topic_matches": f"demo-{run_id}.matches",
                 "topic_papers_dlq": f"demo-{run_id}.papers.dlq", "topic_matches_dlq": f"demo-{run_id}.matches.dlq",
             })
+        if own_broker:
+            settings = settings.model_copy(update={"kafka_api_version": "2.3"})
         settings = settings.model_copy(update={"matcher_group": f"demo-matcher-{run_id}",
                                                "mailer_group": f"demo-mailer-{run_id}"})
         _clear_prefix(settings)  # the demo starts from nothing each time (its own namespace only)
@@ -227,6 +229,7 @@ def _env_for(settings: Settings) -> dict[str, str]:
         "PAPERWIRE_REDIS_URL": settings.redis_url,
         "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,
         "PAPERWIRE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PAPERWIRE_KAFKA_API_VERSION": settings.kafka_api_version or "",
         "PAPERWIRE_TOPIC_PAPERS": settings.topic_papers,
         "PAPERWIRE_FEEDS_FILE": str(settings.feeds_file),
     }

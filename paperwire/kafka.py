@@ -19,9 +19,16 @@ from paperwire.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _common(settings: Settings) -> dict[str, object]:
+    config: dict[str, object] = {"bootstrap_servers": settings.kafka_bootstrap.split(",")}
+    if settings.kafka_api_version:
+        config["api_version"] = tuple(int(x) for x in settings.kafka_api_version.split("."))
+    return config
+
+
 def producer(settings: Settings, **overrides: object) -> KafkaProducer:
     config: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        **_common(settings),
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
@@ -41,7 +48,7 @@ def producer(settings: Settings, **overrides: object) -> KafkaProducer:
 def consumer(settings: Settings, group: str, *topics: str, **overrides: object) -> KafkaConsumer:
     """A group member that commits by hand: offsets move only after the work is done."""
     config: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        **_common(settings),
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

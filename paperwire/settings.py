@@ -21,6 +21,9 @@ class Settings(BaseSettings):
 
     # Kafka (any Kafka-protocol broker). Topic names are settings so tests can isolate.
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Kafka protocol version, e.g. "2.3"; None = ask the broker. The dev broker wants "2.3":
+    # kafka-python's newer ApiVersions/LeaveGroup requests are answered in a form it cannot read.
+    kafka_api_version: str | None = None
     topic_papers: str = "papers"
     topic_matches: str = "matches"
     topic_papers_dlq: str = "papers.dlq"

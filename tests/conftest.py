@@ -85,7 +85,7 @@ def redis_client(settings):  # noqa: ANN001, ANN201
 
 @pytest.fixture
 def kafka_settings(settings, broker):  # noqa: ANN001, ANN201
-    return settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    return settings.model_copy(update={"kafka_bootstrap": broker.bootstrap, "kafka_api_version": "2.3"})
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ def check_inboxes(outbox: Path) -> None:
 def test_dag_to_inbox_with_services_started_by_the_test(broker, smtp, settings, redis_client, tmp_path):
     proc = run_demo({
         "PAPERWIRE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "PAPERWIRE_KAFKA_API_VERSION": "2.3",
         "PAPERWIRE_SMTP_PORT": str(smtp.port),
         "PAPERWIRE_REDIS_URL": settings.redis_url,
         "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,

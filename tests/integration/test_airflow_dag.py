@@ -1,7 +1,7 @@
 """The poll_feeds DAG under real Airflow: it imports cleanly, and one run publishes to Kafka.
 
-Needs Redis on 127.0.0.1:6379 (keys under a unique prefix, removed afterwards); the Kafka-protocol
-broker is an in-process DevBroker and the feeds are served from a local HTTP server.
+Uses the shared fixtures (real Redis under a per-test prefix, the in-process dev broker); the
+feeds are served from a local HTTP server.
 """
 
 from __future__ import annotations
@@ -9,21 +9,17 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import socket
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from kafka import KafkaConsumer
 
 from paperwire.airflow_local import airflow_env, dags_test, ensure_db
 from paperwire.broker import DevBroker
+from tests.helpers import consume_all
 
 pytestmark = pytest.mark.services
 
@@ -31,7 +27,6 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">
@@ -96,28 +91,6 @@ def feed_server() -> Iterator[str]:
         thread.join(timeout=5)
 
 
-@pytest.fixture
-def broker() -> Iterator[DevBroker]:
-    with socket.socket() as s:  # a free port; DevBroker listens on a fixed one
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with DevBroker(host="127.0.0.1", port=port, brokers=1, partitions=4) as b:
-        yield b
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    prefix = f"pwtest-airflow-{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 # Run in a subprocess: importing Airflow configures it from os.environ and replaces the root
 # logging handlers, which would leak into every later test of this pytest session.
 # Airflow 3 moved DagBag to airflow.dag_processing.dagbag (airflow.models.dagbag only keeps a
@@ -152,7 +125,9 @@ def test_dag_files_import_cleanly(airflow_state: dict[str, str], tmp_path: Path)
 
     assert report["import_errors"] == {}
     assert report["warnings"] == {}
-    assert "poll_feeds" in report["dags"]
+    assert set(report["dags"]) == {"poll_feeds", "send_digests", "sync_profiles"}
+    for dag_id, info in report["dags"].items():
+        assert "paperwire" in info["tags"] and dag_id in info["doc_md"], dag_id
     dag = report["dags"]["poll_feeds"]
     assert "paperwire" in dag["tags"]
     assert "poll_feeds" in dag["doc_md"]
@@ -161,10 +136,10 @@ def test_dag_files_import_cleanly(airflow_state: dict[str, str], tmp_path: Path)
 
 
 def test_poll_feeds_run_publishes_new_papers(
-    airflow_state: dict[str, str], feed_server: str, broker: DevBroker, redis_prefix: str,
+    airflow_state: dict[str, str], feed_server: str, broker: DevBroker, kafka_settings, redis_client,
     tmp_path: Path,
 ) -> None:
-    topic = f"papers-{uuid.uuid4().hex[:12]}"
+    topic = kafka_settings.topic_papers
     broker.create_topic(topic, 4)
     feeds = tmp_path / "feeds.yaml"
     feeds.write_text(
@@ -177,8 +152,9 @@ def test_poll_feeds_run_publishes_new_papers(
         **airflow_state,
         "PAPERWIRE_FEEDS_FILE": str(feeds),
         "PAPERWIRE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "PAPERWIRE_REDIS_URL": REDIS_URL,
-        "PAPERWIRE_REDIS_PREFIX": redis_prefix,
+        "PAPERWIRE_KAFKA_API_VERSION": "2.3",
+        "PAPERWIRE_REDIS_URL": kafka_settings.redis_url,
+        "PAPERWIRE_REDIS_PREFIX": kafka_settings.redis_prefix,
         "PAPERWIRE_TOPIC_PAPERS": topic,
     }
 
@@ -191,13 +167,7 @@ def test_poll_feeds_run_publishes_new_papers(
     assert result.state == "failed", context
     assert "HTTP 404" in result.log_tail
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap.split(","),
-                             group_id=None, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000)
-    try:
-        records = list(consumer)
-    finally:
-        consumer.close()
+    records = consume_all(broker.bootstrap, topic, expected=2)
     assert sorted(r.key for r in records) == [b"2611.99001", b"2611.99002"]
     assert all(dict(r.headers).get("event") == b"new" for r in records)
 
@@ -213,7 +183,5 @@ def test_airflow_env_is_self_contained(airflow_state: dict[str, str], tmp_path: 
     assert "PYTEST_CURRENT_TEST" not in env  # pytest sets it in os.environ during a test
     assert env["PAPERWIRE_TASK_RETRIES"] == "1"  # extra wins
 
-    # The session's DB is migrated already: a second ensure_db is a cheap no-op.
-    started = time.monotonic()
-    ensure_db(airflow_state)
-    assert time.monotonic() - started < 1.0
+    # The session's DB is migrated already: a second ensure_db does not migrate again.
+    assert ensure_db(airflow_state) is False

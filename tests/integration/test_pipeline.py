@@ -28,7 +28,7 @@ def sync_examples(settings, r, embedder):
 
 
 def publish_sample(settings, r, papers=SAMPLE):
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, api_version=(2, 3))
     try:
         return publish(papers, settings, r, producer)
     finally:
@@ -70,7 +70,7 @@ def test_papers_reach_the_right_inboxes_once(kafka_settings, redis_client, embed
 def test_poison_paper_goes_to_dead_letter_and_the_stream_goes_on(kafka_settings, redis_client, embedder):
     settings = kafka_settings
     sync_examples(settings, redis_client, embedder)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, api_version=(2, 3))
     producer.send(settings.topic_papers, key=b"bad", value=b"{not json")
     producer.send(settings.topic_papers, key=b"bad2", value=b'{"id": "x"}')
     producer.close()

@@ -1,0 +1,42 @@
+"""
+### send_digests
+
+Hourly: sends the daily and weekly digests that are due. A user is due when their local
+delivery hour (profile `delivery.hour`, `weekday` and `timezone`) has passed since the oldest
+paper waiting in their digest; time zones and DST come from the IANA database.
+
+Matches wait in Redis (`digest:<user>`), put there by the mailer. The sent ledger makes a retry
+of this task harmless: a paper that reached an inbox is never sent again.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, task
+
+from paperwire.dag_defaults import START, default_args
+
+
+@dag(
+    schedule="5 * * * *",
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    tags=["paperwire", "email"],
+    doc_md=__doc__,
+    default_args=default_args(timeout_minutes=30),
+)
+def send_digests():
+    @task
+    def send_due() -> dict:
+        from alerts.deliver import send_due
+        from paperwire.redisio import connect
+        from paperwire.settings import Settings
+
+        settings = Settings()
+        result = send_due(settings, connect(settings))
+        return {"emails": result.emails, "papers": result.papers, "failed": result.failed}
+
+    send_due()
+
+
+send_digests()
