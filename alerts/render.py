@@ -58,7 +58,7 @@ def _authors(names: list[str], limit: int = 6) -> str:
 
 
 def _why(m: Match) -> str:
-    parts = [f"{m.reasons.topic} (score {m.score:.2f})"]
+    parts = [f"{m.reasons.topic} (similarity {m.reasons.similarity:.2f})"]
     if m.reasons.authors:
         parts.append("you follow " + ", ".join(m.reasons.authors))
     if m.reasons.keywords:

@@ -35,14 +35,17 @@ import signal
 import struct
 import threading
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 import confluent_kafka
 
 from paperwire.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _RD_KAFKA_PRODUCER = 0
 _ERRSTR_SIZE = 512
@@ -63,8 +66,7 @@ def _forward_librdkafka_log(_rk: int | None, level: int, fac: bytes, buf: bytes)
     # librdkafka would write to stderr; route it through logging. Notices and below go to
     # DEBUG: the only ones our idle owner handle emits are about itself having no brokers.
     py_level = logging.ERROR if level <= 3 else logging.WARNING if level == 4 else logging.DEBUG
-    log.log(py_level, "librdkafka %s: %s", fac.decode(errors="replace"),
-            buf.decode(errors="replace"))
+    log.log(py_level, "librdkafka %s: %s", fac.decode(errors="replace"), buf.decode(errors="replace"))
 
 
 def _load_librdkafka() -> ctypes.CDLL:
@@ -74,15 +76,13 @@ def _load_librdkafka() -> ctypes.CDLL:
     path = str(candidates[0]) if candidates else ctypes.util.find_library("rdkafka")
     if path is None:
         raise ServiceUnavailable(
-            f"librdkafka not found in {libs_dir} or on the library path; "
-            "the dev broker needs the confluent-kafka wheel"
+            f"librdkafka not found in {libs_dir} or on the library path; the dev broker needs the confluent-kafka wheel"
         )
     lib = ctypes.CDLL(path)  # CDLL releases the GIL during calls, so destroy() can join threads
 
     # Signatures from src/rdkafka.h and src/rdkafka_mock.h. Handles are opaque pointers;
     # rd_kafka_resp_err_t and rd_kafka_conf_res_t are C enums (int).
-    p, i, i16, i32, s = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int16, ctypes.c_int32,
-                         ctypes.c_char_p)
+    p, i, i16, i32, s = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int16, ctypes.c_int32, ctypes.c_char_p)
     decls = {
         "rd_kafka_conf_new": (p, []),
         "rd_kafka_conf_set_log_cb": (None, [p, _LOG_CB]),
@@ -99,8 +99,7 @@ def _load_librdkafka() -> ctypes.CDLL:
         "rd_kafka_mock_broker_set_down": (i, [p, i32]),
         "rd_kafka_mock_broker_set_up": (i, [p, i32]),
         # The _array variant: calling C varargs through ctypes is not portable.
-        "rd_kafka_mock_push_request_errors_array": (None, [p, i16, ctypes.c_size_t,
-                                                           ctypes.POINTER(i)]),
+        "rd_kafka_mock_push_request_errors_array": (None, [p, i16, ctypes.c_size_t, ctypes.POINTER(i)]),
     }
     for name, (restype, argtypes) in decls.items():
         fn = getattr(lib, name)
@@ -132,7 +131,7 @@ class _Reader:
     def string(self, compact: bool) -> bytes:
         n = self.uvarint() - 1 if compact else self.int(">h")
         start, self.pos = self.pos, self.pos + max(n, 0)
-        return self.buf[start:self.pos]
+        return self.buf[start : self.pos]
 
 
 def _parse_sync_group(frame: bytes) -> tuple[bytes, int, int] | None:
@@ -188,8 +187,8 @@ class _SyncGroupGate:
                 return
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._followers[key] >= assignments - 1),
-                    _LEADER_SYNC_WAIT_S)
+                    self._changed.wait_for(lambda: self._followers[key] >= assignments - 1), _LEADER_SYNC_WAIT_S
+                )
             except TimeoutError:
                 log.debug("group %r generation %d: followers slow to sync", group, generation)
             del self._followers[key]
@@ -202,8 +201,8 @@ class _Proxy:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="paperwire-broker-proxy", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="paperwire-broker-proxy", daemon=True)
+        self._routes: list[tuple[str, int, int]] = []
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._gate = _SyncGroupGate()
@@ -211,10 +210,27 @@ class _Proxy:
 
     def start(self, routes: list[tuple[str, int, int]]) -> None:
         """Listen on each (host, port) and forward to 127.0.0.1:upstream_port."""
+        self._routes = routes
         self._thread.start()
-        for host, port, upstream in routes:
-            coro = self._listen(host, port, upstream)
-            self._servers.append(asyncio.run_coroutine_threadsafe(coro, self._loop).result())
+        for route in routes:
+            self._servers.append(self._run(self._listen(*route)))
+
+    def pause(self, index: int) -> None:
+        """Stop listening on route ``index``: clients get "connection refused", as from a
+        dead broker, rather than a connection that drops at once."""
+        self._run(self._close_server(self._servers[index]))
+
+    def resume(self, index: int) -> None:
+        if not self._servers[index].is_serving():
+            self._servers[index] = self._run(self._listen(*self._routes[index]))
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    @staticmethod
+    async def _close_server(server: asyncio.Server) -> None:
+        server.close()
+        await server.wait_closed()
 
     async def _listen(self, host: str, port: int, upstream: int) -> asyncio.Server:
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -234,14 +250,15 @@ class _Proxy:
 
         return await asyncio.start_server(on_client, host, port)
 
-    async def _forward(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter,
-                       upstream: int) -> None:
+    async def _forward(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter, upstream: int) -> None:
         try:
             u_reader, u_writer = await asyncio.open_connection("127.0.0.1", upstream)
-        except OSError:  # broker set down: drop the client, it will retry like with a dead broker
+        except OSError:  # broker went down meanwhile: drop the client, it will retry
             return
-        pumps = [asyncio.create_task(self._pump_requests(c_reader, u_writer)),
-                 asyncio.create_task(self._pump(u_reader, c_writer))]
+        pumps = [
+            asyncio.create_task(self._pump_requests(c_reader, u_writer)),
+            asyncio.create_task(self._pump(u_reader, c_writer)),
+        ]
         try:
             # Either side closing ends the connection, as with a real broker socket.
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -251,8 +268,7 @@ class _Proxy:
             await asyncio.gather(*pumps, return_exceptions=True)
             u_writer.close()  # the client side is closed by on_client
 
-    async def _pump_requests(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
+    async def _pump_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Client -> broker goes frame by frame (4-byte size prefix) so the gate can see them.
         try:
             while True:
@@ -291,7 +307,7 @@ class _Proxy:
                 await asyncio.wait(others)
             await asyncio.sleep(0)  # lets the closed transports release their sockets
 
-        asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=10)
+        self._run(close_all())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
@@ -303,8 +319,7 @@ class DevBroker:
     Broker ids are 1..n. Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092, brokers: int = 1,
-                 partitions: int = 4) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 9092, brokers: int = 1, partitions: int = 4) -> None:
         if brokers < 1 or partitions < 1:
             raise ValueError("brokers and partitions must be >= 1")
         self.host, self.port, self.brokers, self.partitions = host, port, brokers, partitions
@@ -335,8 +350,7 @@ class DevBroker:
             mock_ports = [int(addr.rsplit(":", 1)[1]) for addr in bootstraps.split(",")]
             self._proxy = _Proxy()
             try:
-                self._proxy.start([(self.host, self.port + i, upstream)
-                                   for i, upstream in enumerate(mock_ports)])
+                self._proxy.start([(self.host, self.port + i, upstream) for i, upstream in enumerate(mock_ports)])
             except OSError as exc:
                 raise ServiceUnavailable(
                     f"dev broker cannot listen on {self.bootstrap}: {exc.strerror or exc} "
@@ -344,7 +358,8 @@ class DevBroker:
                 ) from exc
             for broker_id in range(1, self.brokers + 1):
                 lib.rd_kafka_mock_broker_set_host_port(
-                    self._mcluster, broker_id, self.host.encode(), self.port + broker_id - 1)
+                    self._mcluster, broker_id, self.host.encode(), self.port + broker_id - 1
+                )
         except BaseException:
             self.stop()
             raise
@@ -377,8 +392,9 @@ class DevBroker:
     def __enter__(self) -> DevBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def _cluster(self) -> tuple[ctypes.CDLL, int]:
@@ -394,18 +410,27 @@ class DevBroker:
     def create_topic(self, name: str, partitions: int | None = None) -> None:
         """Create ``name`` with ``partitions`` (default: the broker's) partitions."""
         lib, mc = self._cluster()
-        err = lib.rd_kafka_mock_topic_create(mc, name.encode(), partitions or self.partitions,
-                                             min(3, self.brokers))
+        err = lib.rd_kafka_mock_topic_create(mc, name.encode(), partitions or self.partitions, min(3, self.brokers))
         self._check(err, f"create topic {name!r}")
 
     def set_down(self, broker_id: int) -> None:
         """Take broker ``broker_id`` down: its connections drop and new ones are refused."""
         lib, mc = self._cluster()
         self._check(lib.rd_kafka_mock_broker_set_down(mc, broker_id), f"broker {broker_id} down")
+        assert self._proxy is not None
+        self._proxy.pause(broker_id - 1)
 
     def set_up(self, broker_id: int) -> None:
         lib, mc = self._cluster()
         self._check(lib.rd_kafka_mock_broker_set_up(mc, broker_id), f"broker {broker_id} up")
+        assert self._proxy is not None
+        try:
+            self._proxy.resume(broker_id - 1)
+        except OSError as exc:
+            raise ServiceUnavailable(
+                f"dev broker {broker_id} cannot listen again on {self.host}:"
+                f"{self.port + broker_id - 1}: {exc.strerror or exc}"
+            ) from exc
 
     def push_request_errors(self, api_key: int, errors: list[int]) -> None:
         """Fail the next ``len(errors)`` requests of ``api_key`` with these Kafka error codes."""
@@ -417,12 +442,10 @@ class DevBroker:
 def serve(host: str, port: int, brokers: int, partitions: int, topics: list[str]) -> None:
     """Run a DevBroker with ``topics`` created until SIGINT or SIGTERM, then stop cleanly."""
     stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with DevBroker(host, port, brokers, partitions) as broker:
-            log.info("paperwire dev broker (in-memory, development only) on %s",
-                     broker.bootstrap)
+            log.info("paperwire dev broker (in-memory, development only) on %s", broker.bootstrap)
             for topic in topics:
                 broker.create_topic(topic, partitions)
                 log.info("created topic %s with %d partitions", topic, partitions)

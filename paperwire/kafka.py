@@ -8,7 +8,6 @@ code never needs admin rights. Producers are idempotent with acks=all, so a retr
 
 from __future__ import annotations
 
-import logging
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import NoBrokersAvailable
@@ -16,7 +15,6 @@ from kafka.errors import NoBrokersAvailable
 from paperwire.errors import ServiceUnavailable
 from paperwire.settings import Settings
 
-log = logging.getLogger(__name__)
 
 
 def _common(settings: Settings) -> dict[str, object]:
@@ -63,6 +61,3 @@ def consumer(settings: Settings, group: str, *topics: str, **overrides: object) 
     c.subscribe(list(topics))
     return c
 
-
-def all_topics(settings: Settings) -> list[str]:
-    return [settings.topic_papers, settings.topic_matches, settings.topic_papers_dlq, settings.topic_matches_dlq]

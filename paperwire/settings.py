@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     topic_matches: str = "matches"
     topic_papers_dlq: str = "papers.dlq"
     topic_matches_dlq: str = "matches.dlq"
-    topic_partitions: int = 4
     matcher_group: str = "paperwire-matcher"
     mailer_group: str = "paperwire-mailer"
 

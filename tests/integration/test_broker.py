@@ -40,16 +40,26 @@ def fresh(name: str) -> str:
 
 def producer(bootstrap: str, **extra: object) -> KafkaProducer:
     return KafkaProducer(
-        bootstrap_servers=bootstrap, api_version=API_VERSION, enable_idempotence=True,
-        key_serializer=str.encode, value_serializer=lambda v: json.dumps(v).encode(), **extra,
+        bootstrap_servers=bootstrap,
+        api_version=API_VERSION,
+        enable_idempotence=True,
+        key_serializer=str.encode,
+        value_serializer=lambda v: json.dumps(v).encode(),
+        **extra,
     )
 
 
 def consumer(bootstrap: str, group: str, *topics: str, **extra: object) -> KafkaConsumer:
     return KafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, api_version=API_VERSION, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False,
-        value_deserializer=json.loads, **GROUP_TIMING, **extra,
+        *topics,
+        bootstrap_servers=bootstrap,
+        api_version=API_VERSION,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        value_deserializer=json.loads,
+        **GROUP_TIMING,
+        **extra,
     )
 
 
@@ -196,8 +206,7 @@ def test_fresh_consumer_resumes_after_committed_offset(dev: DevBroker) -> None:
 def test_broker_down_fails_produce_and_up_recovers_it(dev: DevBroker) -> None:
     topic = fresh("papers")
     dev.create_topic(topic)
-    p = producer(dev.bootstrap, request_timeout_ms=1000, delivery_timeout_ms=1500,
-                 reconnect_backoff_max_ms=200)
+    p = producer(dev.bootstrap, request_timeout_ms=1000, delivery_timeout_ms=1500, reconnect_backoff_max_ms=200)
     try:
         # One key, so one partition: the offsets show what the broker kept.
         assert p.send(topic, key="k", value="before").get(timeout=WAIT_S).offset == 0
@@ -217,8 +226,9 @@ def test_serve_logs_its_address_and_stops_on_sigint() -> None:
         "from paperwire.broker import serve; "
         f"serve('127.0.0.1', {port}, 1, 4, ['papers'])"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
