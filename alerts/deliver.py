@@ -36,8 +36,15 @@ class Delivered:
     recipients: list[str] = field(default_factory=list)
 
 
-def deliver(settings: Settings, r: redis.Redis, batches: dict[str, list[Match]], *, kind: str | None = None,
-            now: datetime | None = None, dry_run: bool = False) -> Delivered:
+def deliver(
+    settings: Settings,
+    r: redis.Redis,
+    batches: dict[str, list[Match]],
+    *,
+    kind: str | None = None,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> Delivered:
     """One email per user for the given matches, minus anything the ledger says was sent."""
     now = now or datetime.now(UTC)
     out = Delivered()
@@ -80,6 +87,7 @@ def deliver(settings: Settings, r: redis.Redis, batches: dict[str, list[Match]],
 
 # --- digests -------------------------------------------------------------------------------
 
+
 def add_pending(r: redis.Redis, settings: Settings, match: Match, now: datetime) -> None:
     pipe = r.pipeline(transaction=True)
     pipe.hset(settings.key("digest", match.user), match.paper_id + "\x1f" + match.topic, match.model_dump_json())
@@ -99,14 +107,15 @@ def last_slot(profile: Profile, now: datetime) -> datetime:
     return slot
 
 
-def send_due(settings: Settings, r: redis.Redis, *, now: datetime | None = None, force: bool = False,
-             dry_run: bool = False) -> Delivered:
+def send_due(
+    settings: Settings, r: redis.Redis, *, now: datetime | None = None, force: bool = False, dry_run: bool = False
+) -> Delivered:
     """Send every digest whose delivery hour has passed since its oldest pending item."""
     now = now or datetime.now(UTC)
     total = Delivered()
     prefix = settings.key("digest", "")
     for key in r.scan_iter(match=prefix + "*", count=500):
-        user = key.decode()[len(prefix):]
+        user = key.decode()[len(prefix) :]
         profile = profile_store.get_profile(r, settings, user)
         if profile is None:
             continue

@@ -88,7 +88,11 @@ def run(settings: Settings, *, stop: threading.Event | None = None, drain: bool 
     finally:
         consumer.close()
         producer.close()
-    stats.update(emails=stage.total.emails, papers_mailed=stage.total.papers, failed=stage.total.failed,
-                 pending_digest=stage.pending)
+    stats.update(
+        emails=stage.total.emails,
+        papers_mailed=stage.total.papers,
+        failed=stage.total.failed,
+        pending_digest=stage.pending,
+    )
     log.info("mailer done: %s", json.dumps(stats))
     return stats

@@ -21,10 +21,20 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _ARXIV = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z\-]*(\.[A-Z]{2})?/\d{7})$")
 ABSTRACT_CHARS = 320
 
-_env_html = Environment(loader=PackageLoader("alerts", "templates"), autoescape=select_autoescape(["j2"]),
-                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_env_text = Environment(loader=PackageLoader("alerts", "templates"), autoescape=False,
-                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_env_html = Environment(
+    loader=PackageLoader("alerts", "templates"),
+    autoescape=select_autoescape(["j2"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env_text = Environment(
+    loader=PackageLoader("alerts", "templates"),
+    autoescape=False,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,11 @@ def _why(m: Match) -> str:
 def _item(m: Match) -> dict[str, object]:
     paper = m.paper
     assert paper is not None, "matches reaching the mailer carry their paper"
-    hf = f"https://huggingface.co/papers/{paper.id}" if _ARXIV.match(paper.id) and (
-        paper.source == "hf-daily" or paper.upvotes is not None) else None
+    hf = (
+        f"https://huggingface.co/papers/{paper.id}"
+        if _ARXIV.match(paper.id) and (paper.source == "hf-daily" or paper.upvotes is not None)
+        else None
+    )
     return {
         "title": one_line(paper.title, 300),
         "url": paper.url,
@@ -113,7 +126,8 @@ def render(profile: Profile, matches: list[Match], *, kind: str, now: datetime) 
         "headline": f"{n} {label}",
         "greeting_name": one_line(profile.name or profile.id, 60),
         "intro": f"here {'is' if n == 1 else 'are'} {n} {noun} matching your interests, best first."
-        if n else "nothing matched this time.",
+        if n
+        else "nothing matched this time.",
         "sections": [{"title": t, "papers": [_item(m) for m in items]} for t, items in sections],
         "user_id": profile.id,
         "delivery": f"{profile.delivery.mode}",

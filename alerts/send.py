@@ -68,7 +68,7 @@ async def send_all(
                     if exc.code not in TRANSIENT_CODES and exc.code < 400:
                         raise
                     reason = f"SMTP {exc.code} {exc.message}"
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                     smtp.close()
                 else:

@@ -70,8 +70,9 @@ class MatcherStage(stream.Stage[Paper]):
         self.stats["matches"] += len(matches)
 
 
-def run(settings: Settings, *, embedder: Embedder | None = None, stop: threading.Event | None = None,
-        drain: bool = False) -> dict[str, int]:
+def run(
+    settings: Settings, *, embedder: Embedder | None = None, stop: threading.Event | None = None, drain: bool = False
+) -> dict[str, int]:
     r = connect(settings)
     embedder = embedder or Embedder(settings.model_path, settings.embed_batch_size)
     producer = kafka.producer(settings)

@@ -40,9 +40,15 @@ def topic_vectors(profiles: list[Profile], embedder: Embedder) -> dict[tuple[str
     return dict(zip(keys, vectors, strict=True))
 
 
-def sync(profiles: list[Profile], vectors: dict[tuple[str, str], np.ndarray], r: redis.Redis, settings: Settings) -> int:
+def sync(
+    profiles: list[Profile], vectors: dict[tuple[str, str], np.ndarray], r: redis.Redis, settings: Settings
+) -> int:
     """Replace the stored profile set with ``profiles``; returns the new version."""
-    k_profiles, k_vectors, k_version = settings.key("profiles"), settings.key("topic_vectors"), settings.key("profiles", "version")
+    k_profiles, k_vectors, k_version = (
+        settings.key("profiles"),
+        settings.key("topic_vectors"),
+        settings.key("profiles", "version"),
+    )
     pipe = r.pipeline(transaction=True)
     pipe.delete(k_profiles, k_vectors)
     if profiles:

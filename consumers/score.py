@@ -61,15 +61,17 @@ class ProfileIndex:
                 continue
             for topic in profile.topics:
                 rows.append(vectors[(profile.id, topic.name)])
-                self.rules.append(_Rule(
-                    user=profile.id,
-                    topic=topic,
-                    min_score=DEFAULT_MIN_SCORE if topic.min_score is None else topic.min_score,
-                    keywords=[(k, p) for k in topic.keywords if (p := _terms([k])) is not None],
-                    exclude=_terms(topic.exclude),
-                    authors={_norm_author(a) for a in topic.authors},
-                    categories=set(topic.categories),
-                ))
+                self.rules.append(
+                    _Rule(
+                        user=profile.id,
+                        topic=topic,
+                        min_score=DEFAULT_MIN_SCORE if topic.min_score is None else topic.min_score,
+                        keywords=[(k, p) for k in topic.keywords if (p := _terms([k])) is not None],
+                        exclude=_terms(topic.exclude),
+                        authors={_norm_author(a) for a in topic.authors},
+                        categories=set(topic.categories),
+                    )
+                )
         self.matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, 384), np.float32)
         self.thresholds = np.array([r.min_score for r in self.rules], dtype=np.float32)
         self.has_authors = np.array([bool(r.authors) for r in self.rules], dtype=bool)

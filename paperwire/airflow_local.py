@@ -66,29 +66,31 @@ def airflow_env(state_dir: Path, dags_folder: Path, extra: dict[str, str]) -> di
     """
     home = (Path(state_dir) / "airflow").resolve()
     env = {k: v for k, v in os.environ.items() if k not in _DROP}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        # An inherited AIRFLOW_CONFIG would point at someone else's airflow.cfg. Airflow writes
-        # this one on first use, with freshly generated fernet_key, jwt_secret and secret_key.
-        "AIRFLOW_CONFIG": str(home / "airflow.cfg"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(Path(dags_folder).resolve()),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        # Defaults to $TMPDIR/airflow, i.e. outside the state dir and shared between runs.
-        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "dag_bundles"),
-        # Output is captured into DagRunResult.log_tail, not shown on a terminal.
-        "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
-        # Keep task logs (fetched/parsed/published, tracebacks) and "[DAG TEST]" progress at
-        # INFO; Airflow's own API/DB/serialization chatter only from WARNING up.
-        "AIRFLOW__LOGGING__NAMESPACE_LEVELS": (
-            "airflow.api_fastapi=WARNING airflow.dag_processing=WARNING "
-            "airflow.serialization=WARNING airflow.models=WARNING airflow.utils.db=WARNING "
-            "alembic=WARNING"
-        ),
-        # `dags test` waits out every retry_delay (2 min in poll_feeds): fail fast locally.
-        "PAPERWIRE_TASK_RETRIES": "0",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            # An inherited AIRFLOW_CONFIG would point at someone else's airflow.cfg. Airflow writes
+            # this one on first use, with freshly generated fernet_key, jwt_secret and secret_key.
+            "AIRFLOW_CONFIG": str(home / "airflow.cfg"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(Path(dags_folder).resolve()),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            # Defaults to $TMPDIR/airflow, i.e. outside the state dir and shared between runs.
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "dag_bundles"),
+            # Output is captured into DagRunResult.log_tail, not shown on a terminal.
+            "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
+            # Keep task logs (fetched/parsed/published, tracebacks) and "[DAG TEST]" progress at
+            # INFO; Airflow's own API/DB/serialization chatter only from WARNING up.
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS": (
+                "airflow.api_fastapi=WARNING airflow.dag_processing=WARNING "
+                "airflow.serialization=WARNING airflow.models=WARNING airflow.utils.db=WARNING "
+                "alembic=WARNING"
+            ),
+            # `dags test` waits out every retry_delay (2 min in poll_feeds): fail fast locally.
+            "PAPERWIRE_TASK_RETRIES": "0",
+        }
+    )
     env.update(extra)
     return env
 
@@ -108,9 +110,7 @@ def ensure_db(env: dict[str, str]) -> bool:
     started = time.monotonic()
     rc, output = _run(["db", "migrate"], env, MIGRATE_TIMEOUT_S)
     if rc != 0:
-        raise ServiceUnavailable(
-            f"`airflow db migrate` failed (exit {rc}) for {db}:\n{_tail(output, 30)}"
-        )
+        raise ServiceUnavailable(f"`airflow db migrate` failed (exit {rc}) for {db}:\n{_tail(output, 30)}")
     stamp.write_text(wanted)
     log.info("airflow db migrated at %s in %.1fs", db, time.monotonic() - started)
     return True
@@ -132,20 +132,27 @@ def dags_test(dag_id: str, env: dict[str, str], timeout_s: float = 600) -> DagRu
     duration = time.monotonic() - started
     tail = _tail(output, LOG_TAIL_LINES)
 
-    runs = _query(db, "SELECT run_id, state FROM dag_run WHERE dag_id = ? AND id > ? "
-                      "ORDER BY id DESC LIMIT 1", (dag_id, last_id))
+    runs = _query(
+        db, "SELECT run_id, state FROM dag_run WHERE dag_id = ? AND id > ? ORDER BY id DESC LIMIT 1", (dag_id, last_id)
+    )
     if not runs:
-        raise ServiceUnavailable(
-            f"`airflow dags test {dag_id}` created no DAG run (exit {rc}):\n{_tail(output, 30)}"
-        )
+        raise ServiceUnavailable(f"`airflow dags test {dag_id}` created no DAG run (exit {rc}):\n{_tail(output, 30)}")
     run_id, state = runs[0]
-    rows = _query(db, "SELECT task_id, map_index, state, rendered_map_index FROM task_instance "
-                      "WHERE dag_id = ? AND run_id = ? ORDER BY task_id, map_index",
-                  (dag_id, run_id))
-    tasks = [TaskState(task_id, map_index, ti_state, label)
-             for task_id, map_index, ti_state, label in rows]
-    log.info("dag %s run %s: %s in %.1fs (%s)", dag_id, run_id, state, duration,
-             ", ".join(f"{t.task_id}[{t.label or t.map_index}]={t.state}" for t in tasks))
+    rows = _query(
+        db,
+        "SELECT task_id, map_index, state, rendered_map_index FROM task_instance "
+        "WHERE dag_id = ? AND run_id = ? ORDER BY task_id, map_index",
+        (dag_id, run_id),
+    )
+    tasks = [TaskState(task_id, map_index, ti_state, label) for task_id, map_index, ti_state, label in rows]
+    log.info(
+        "dag %s run %s: %s in %.1fs (%s)",
+        dag_id,
+        run_id,
+        state,
+        duration,
+        ", ".join(f"{t.task_id}[{t.label or t.map_index}]={t.state}" for t in tasks),
+    )
     return DagRunResult(dag_id, run_id, state, tasks, tail, duration)
 
 
@@ -153,9 +160,7 @@ def _airflow_executable() -> Path:
     # The one installed with this interpreter: same Airflow, same project packages on sys.path.
     exe = Path(sys.executable).parent / "airflow"
     if not exe.is_file():
-        raise ServiceUnavailable(
-            f"no airflow executable at {exe}; install apache-airflow into this environment"
-        )
+        raise ServiceUnavailable(f"no airflow executable at {exe}; install apache-airflow into this environment")
     return exe
 
 
@@ -173,8 +178,14 @@ def _run(args: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, s
     try:
         # Own session: on timeout the whole group goes (Airflow's CLI sits out SIGTERM while a
         # DAG run is in progress, so SIGKILL).
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     except OSError as exc:
         raise ServiceUnavailable(f"cannot start {cmd[0]}: {exc}") from exc
     try:
@@ -195,8 +206,7 @@ def _db_path(env: dict[str, str]) -> Path:
     prefix = "sqlite:///"
     if not conn.startswith(prefix) or "AIRFLOW_HOME" not in env:
         raise ServiceUnavailable(
-            f"not a local Airflow environment (SQLite metadata DB expected, got {conn!r}); "
-            "build it with airflow_env()"
+            f"not a local Airflow environment (SQLite metadata DB expected, got {conn!r}); build it with airflow_env()"
         )
     return Path(conn.removeprefix(prefix).split("?", 1)[0])
 

@@ -30,6 +30,7 @@ def _stop_on_signals() -> threading.Event:
 
 # --- commands --------------------------------------------------------------------------------
 
+
 def cmd_broker(a: argparse.Namespace) -> int:
     from paperwire.broker import serve
 
@@ -86,8 +87,17 @@ def cmd_match(a: argparse.Namespace) -> int:
     embedder = Embedder(settings.model_path, settings.embed_batch_size)
     index = ProfileIndex(loaded.profiles, topic_vectors(loaded.profiles, embedder))
     for m in index.score(papers, embedder.encode([p.text for p in papers]), top=a.top):
-        print(json.dumps({"user": m.user, "topic": m.topic, "paper_id": m.paper_id, "score": m.score,
-                          "reasons": m.reasons.model_dump()}))
+        print(
+            json.dumps(
+                {
+                    "user": m.user,
+                    "topic": m.topic,
+                    "paper_id": m.paper_id,
+                    "score": m.score,
+                    "reasons": m.reasons.model_dump(),
+                }
+            )
+        )
     return 1 if loaded.problems else 0
 
 
@@ -106,8 +116,7 @@ def cmd_profiles_sync(a: argparse.Namespace) -> int:
         raise PaperwireError(f"{a.dir}: not a folder of profile files")
     loaded = _load_profiles_or_fail([Path(a.dir)])
     if loaded.problems and not a.keep_going:
-        print("profiles not synced: fix the files above (or pass --keep-going to sync the valid ones)",
-              file=sys.stderr)
+        print("profiles not synced: fix the files above (or pass --keep-going to sync the valid ones)", file=sys.stderr)
         return 1
     vectors = profile_store.topic_vectors(loaded.profiles, Embedder(settings.model_path))
     if a.dry_run:
@@ -160,6 +169,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 # --- parser ----------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paperwire", description="Personalised research-paper alerts.")

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -90,8 +89,10 @@ def ensure_redis(settings: Settings) -> Iterator[Settings]:
             "install it (apt-get install redis-server) or set PAPERWIRE_REDIS_URL"
         )
     port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],  # noqa: S603
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],  # noqa: S603
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_for_port("127.0.0.1", port, proc, "redis-server")
         log.info("Redis: started redis-server on 127.0.0.1:%d (stopped at the end)", port)
@@ -146,7 +147,6 @@ def run_demo(base: Settings, *, keep_outbox: bool = False) -> int:
     from alerts.deliver import send_due
     from consumers import matcher, profile_store
     from consumers.embed import Embedder
-    from paperwire import kafka
     from paperwire.airflow_local import airflow_env, dags_test, ensure_db
     from paperwire.profiles import load
     from paperwire.redisio import connect
@@ -158,23 +158,34 @@ def run_demo(base: Settings, *, keep_outbox: bool = False) -> int:
     outbox.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
 
-    with ensure_redis(base) as settings, ensure_broker(settings) as own_broker, \
-            ensure_smtp(settings, outbox) as own_smtp, serve_folder(ROOT / "demo") as feed_url:
+    with (
+        ensure_redis(base) as settings,
+        ensure_broker(settings) as own_broker,
+        ensure_smtp(settings, outbox) as own_smtp,
+        serve_folder(ROOT / "demo") as feed_url,
+    ):
         run_id = time.strftime("%Y%m%d%H%M%S")
-        settings = settings.model_copy(update={
-            "redis_prefix": base.redis_prefix + "demo:",  # the demo's own namespace, reset each run
-            "feeds_file": state / "demo-feeds.yaml",
-            "profiles_dir": ROOT / "profiles",
-        })
+        settings = settings.model_copy(
+            update={
+                "redis_prefix": base.redis_prefix + "demo:",  # the demo's own namespace, reset each run
+                "feeds_file": state / "demo-feeds.yaml",
+                "profiles_dir": ROOT / "profiles",
+            }
+        )
         if not own_broker:  # someone else's broker may hold earlier runs: keep this run apart
-            settings = settings.model_copy(update={
-                "topic_papers": f"demo-{run_id}.papers", "topic_matches": f"demo-{run_id}.matches",
-                "topic_papers_dlq": f"demo-{run_id}.papers.dlq", "topic_matches_dlq": f"demo-{run_id}.matches.dlq",
-            })
+            settings = settings.model_copy(
+                update={
+                    "topic_papers": f"demo-{run_id}.papers",
+                    "topic_matches": f"demo-{run_id}.matches",
+                    "topic_papers_dlq": f"demo-{run_id}.papers.dlq",
+                    "topic_matches_dlq": f"demo-{run_id}.matches.dlq",
+                }
+            )
         if own_broker:
             settings = settings.model_copy(update={"kafka_api_version": "2.3"})
-        settings = settings.model_copy(update={"matcher_group": f"demo-matcher-{run_id}",
-                                               "mailer_group": f"demo-mailer-{run_id}"})
+        settings = settings.model_copy(
+            update={"matcher_group": f"demo-matcher-{run_id}", "mailer_group": f"demo-mailer-{run_id}"}
+        )
         _clear_prefix(settings)  # the demo starts from nothing each time (its own namespace only)
         settings.feeds_file.write_text(
             "# written by `make demo`: the bundled sample feed, served over local HTTP\n"
@@ -205,10 +216,11 @@ def run_demo(base: Settings, *, keep_outbox: bool = False) -> int:
         digests = send_due(settings, r, force=True)
 
     emails = sorted(outbox.glob("*.html"))
+    tasks = ", ".join(f"{t.label or t.task_id}={t.state}" for t in run.tasks)
     summary = [
         "",
         "paperwire demo: done in %.0fs" % (time.monotonic() - t0),
-        f"  feeds polled      1 (Airflow run {run.state}; tasks: {', '.join(f'{t.label or t.task_id}={t.state}' for t in run.tasks)})",
+        f"  feeds polled      1 (Airflow run {run.state}; tasks: {tasks})",
         f"  papers published  {m_stats['consumed']} (dead-lettered {m_stats['dead_lettered']})",
         f"  matches           {m_stats['matches']} for {len(loaded.profiles)} profiles",
         f"  emails sent       {a_stats['emails'] + digests.emails} "

@@ -8,13 +8,11 @@ code never needs admin rights. Producers are idempotent with acks=all, so a retr
 
 from __future__ import annotations
 
-
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import NoBrokersAvailable
 
 from paperwire.errors import ServiceUnavailable
 from paperwire.settings import Settings
-
 
 
 def _common(settings: Settings) -> dict[str, object]:
@@ -60,4 +58,3 @@ def consumer(settings: Settings, group: str, *topics: str, **overrides: object) 
         raise ServiceUnavailable(f"no Kafka broker at {settings.kafka_bootstrap}") from exc
     c.subscribe(list(topics))
     return c
-

@@ -105,7 +105,11 @@ def load(paths: list[Path]) -> Loaded:
         if profile.id in out.sources:
             node = yaml.compose(path.read_text(encoding="utf-8"))
             out.problems.append(
-                Problem(path, _line_of(node, ("id",)), f"duplicate user id {profile.id!r} (also in {out.sources[profile.id]})")
+                Problem(
+                    path,
+                    _line_of(node, ("id",)),
+                    f"duplicate user id {profile.id!r} (also in {out.sources[profile.id]})",
+                )
             )
             continue
         out.sources[profile.id] = path

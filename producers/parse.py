@@ -148,8 +148,10 @@ def parse(data: bytes, kind: Kind | str = "auto", *, fetched_at: datetime | None
         result = _parse_rss(d, fetched_at)
     if d.get("bozo") and result.dropped and not result.papers:
         exc = d.get("bozo_exception")
-        raise FeedError(f"malformed document, no entry usable ({len(result.dropped)} dropped): "
-                        f"{type(exc).__name__}: {clean_text(str(exc))}")
+        raise FeedError(
+            f"malformed document, no entry usable ({len(result.dropped)} dropped): "
+            f"{type(exc).__name__}: {clean_text(str(exc))}"
+        )
     return result
 
 
@@ -228,20 +230,25 @@ def _parse_arxiv_rss(d: Any, fetched_at: datetime | None) -> ParseResult:
         if announce not in _ANNOUNCE_TYPES:
             announce = None
         published = _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed"))
-        _keep(result, seen, ref, {
-            "id": paper_id,
-            "version": version,
-            "title": title,
-            "abstract": abstract,
-            "authors": split_authors(e.get("author", "") or ""),
-            "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
-            "url": f"https://arxiv.org/abs/{paper_id}",
-            "pdf_url": f"https://arxiv.org/pdf/{paper_id}" + (f"v{version}" if version else ""),
-            "published": published or feed_date or fetched_at,
-            "updated": None,
-            "source": "arxiv-rss",
-            "announce_type": announce,
-        })
+        _keep(
+            result,
+            seen,
+            ref,
+            {
+                "id": paper_id,
+                "version": version,
+                "title": title,
+                "abstract": abstract,
+                "authors": split_authors(e.get("author", "") or ""),
+                "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
+                "url": f"https://arxiv.org/abs/{paper_id}",
+                "pdf_url": f"https://arxiv.org/pdf/{paper_id}" + (f"v{version}" if version else ""),
+                "published": published or feed_date or fetched_at,
+                "updated": None,
+                "source": "arxiv-rss",
+                "announce_type": announce,
+            },
+        )
     return result
 
 
@@ -256,27 +263,36 @@ def _parse_arxiv_api(d: Any) -> ParseResult:
             continue
         paper_id, version = ident
         pdf = next(
-            (lk["href"] for lk in e.get("links", []) if lk.get("title") == "pdf" or lk.get("type") == "application/pdf"),
+            (
+                lk["href"]
+                for lk in e.get("links", [])
+                if lk.get("title") == "pdf" or lk.get("type") == "application/pdf"
+            ),
             None,
         )
         primary = (e.get("arxiv_primary_category") or {}).get("term")
         cats = [t["term"] for t in e.get("tags", []) if t.get("term")]
         if primary:
             cats = [primary] + [c for c in cats if c != primary]
-        _keep(result, seen, ref, {
-            "id": paper_id,
-            "version": version,
-            "title": clean_text(e.get("title")),
-            "abstract": clean_text(e.get("summary")),
-            "authors": [clean_text(a.get("name")) for a in e.get("authors", []) if a.get("name")],
-            "categories": cats,
-            "url": f"https://arxiv.org/abs/{paper_id}",
-            "pdf_url": pdf,
-            "published": _struct_to_dt(e.get("published_parsed")),
-            "updated": _struct_to_dt(e.get("updated_parsed")),
-            "source": "arxiv-api",
-            "announce_type": None,
-        })
+        _keep(
+            result,
+            seen,
+            ref,
+            {
+                "id": paper_id,
+                "version": version,
+                "title": clean_text(e.get("title")),
+                "abstract": clean_text(e.get("summary")),
+                "authors": [clean_text(a.get("name")) for a in e.get("authors", []) if a.get("name")],
+                "categories": cats,
+                "url": f"https://arxiv.org/abs/{paper_id}",
+                "pdf_url": pdf,
+                "published": _struct_to_dt(e.get("published_parsed")),
+                "updated": _struct_to_dt(e.get("updated_parsed")),
+                "source": "arxiv-api",
+                "announce_type": None,
+            },
+        )
     return result
 
 
@@ -301,21 +317,28 @@ def _parse_hf_daily(data: bytes) -> ParseResult:
             continue
         paper_id = ident[0]
         upvotes = paper.get("upvotes")
-        _keep(result, seen, raw_id, {
-            "id": paper_id,
-            "version": None,
-            "title": clean_text(paper.get("title") or item.get("title")),
-            "abstract": clean_text(paper.get("summary") or item.get("summary")),
-            "authors": [clean_text(a.get("name")) for a in paper.get("authors", []) if isinstance(a, dict) and a.get("name")],
-            "categories": [],
-            "url": f"https://arxiv.org/abs/{paper_id}",
-            "pdf_url": f"https://arxiv.org/pdf/{paper_id}",
-            "published": _iso(paper.get("publishedAt")) or _iso(item.get("publishedAt")),
-            "updated": None,
-            "source": "hf-daily",
-            "announce_type": None,
-            "upvotes": upvotes if isinstance(upvotes, int) else None,
-        })
+        _keep(
+            result,
+            seen,
+            raw_id,
+            {
+                "id": paper_id,
+                "version": None,
+                "title": clean_text(paper.get("title") or item.get("title")),
+                "abstract": clean_text(paper.get("summary") or item.get("summary")),
+                "authors": [
+                    clean_text(a.get("name")) for a in paper.get("authors", []) if isinstance(a, dict) and a.get("name")
+                ],
+                "categories": [],
+                "url": f"https://arxiv.org/abs/{paper_id}",
+                "pdf_url": f"https://arxiv.org/pdf/{paper_id}",
+                "published": _iso(paper.get("publishedAt")) or _iso(item.get("publishedAt")),
+                "updated": None,
+                "source": "hf-daily",
+                "announce_type": None,
+                "upvotes": upvotes if isinstance(upvotes, int) else None,
+            },
+        )
     return result
 
 
@@ -348,20 +371,25 @@ def _parse_rss(d: Any, fetched_at: datetime | None) -> ParseResult:
         authors = [clean_text(a.get("name")) for a in e.get("authors", []) if a.get("name")]
         if len(authors) == 1 and "," in authors[0]:
             authors = split_authors(authors[0])
-        _keep(result, seen, ref, {
-            "id": canonical_id(link, doi),
-            "version": ident[1] if ident else None,
-            "title": clean_text(e.get("title")),
-            "abstract": clean_text(e.get("summary") or (e.get("content") or [{}])[0].get("value")),
-            "authors": authors,
-            "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
-            "url": link,
-            "pdf_url": None,
-            "published": _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed"))
-            or feed_date
-            or fetched_at,
-            "updated": None,
-            "source": "rss",
-            "announce_type": None,
-        })
+        _keep(
+            result,
+            seen,
+            ref,
+            {
+                "id": canonical_id(link, doi),
+                "version": ident[1] if ident else None,
+                "title": clean_text(e.get("title")),
+                "abstract": clean_text(e.get("summary") or (e.get("content") or [{}])[0].get("value")),
+                "authors": authors,
+                "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
+                "url": link,
+                "pdf_url": None,
+                "published": _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed"))
+                or feed_date
+                or fetched_at,
+                "updated": None,
+                "source": "rss",
+                "announce_type": None,
+            },
+        )
     return result

@@ -28,8 +28,15 @@ def poll_feed(feed: Feed, settings: Settings) -> dict[str, Any]:
         last_modified=stored.get("last_modified"),
         user_agent=settings.user_agent,
     )
-    stats: dict[str, Any] = {"feed": feed.name, "status": got.status, "parsed": 0, "dropped": 0,
-                             "new": 0, "updated": 0, "known": 0}
+    stats: dict[str, Any] = {
+        "feed": feed.name,
+        "status": got.status,
+        "parsed": 0,
+        "dropped": 0,
+        "new": 0,
+        "updated": 0,
+        "known": 0,
+    }
     if got.status == 304:
         log.info("feed %s: not modified", feed.name)
         return stats

@@ -26,8 +26,14 @@ def papers_by_recipient(outbox: Path) -> dict[str, set[str]]:
 def consume_all(bootstrap: str, topic: str, expected: int, timeout_ms: int = 20000) -> list:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", api_version=(2, 3),
-                             enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        api_version=(2, 3),
+        enable_auto_commit=False,
+        consumer_timeout_ms=timeout_ms,
+    )
     records = []
     try:
         for record in consumer:

@@ -21,8 +21,15 @@ ROBOTICS = {"2611.90004", "2611.90010", "2611.90016", "2611.90022", "2611.90028"
 
 def run_demo(env_overrides: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **env_overrides}
-    return subprocess.run([sys.executable, "-m", "paperwire.cli", "demo"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "paperwire.cli", "demo"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def check_inboxes(outbox: Path) -> None:
@@ -42,14 +49,17 @@ def check_inboxes(outbox: Path) -> None:
 
 
 def test_dag_to_inbox_with_services_started_by_the_test(broker, smtp, settings, redis_client, tmp_path):
-    proc = run_demo({
-        "PAPERWIRE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "PAPERWIRE_KAFKA_API_VERSION": "2.3",
-        "PAPERWIRE_SMTP_PORT": str(smtp.port),
-        "PAPERWIRE_REDIS_URL": settings.redis_url,
-        "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,
-        "PAPERWIRE_STATE_DIR": str(tmp_path / "state"),
-    }, cwd=ROOT)
+    proc = run_demo(
+        {
+            "PAPERWIRE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "PAPERWIRE_KAFKA_API_VERSION": "2.3",
+            "PAPERWIRE_SMTP_PORT": str(smtp.port),
+            "PAPERWIRE_REDIS_URL": settings.redis_url,
+            "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,
+            "PAPERWIRE_STATE_DIR": str(tmp_path / "state"),
+        },
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "papers published  40" in proc.stdout
     assert "emails sent       3 (1 instant, 2 digests; failed 0)" in proc.stdout
@@ -62,12 +72,15 @@ def test_demo_starts_and_stops_its_own_services(tmp_path):
         missing("redis-server is not on PATH")
     kafka_port, smtp_port, redis_port = free_port(), free_port(), free_port()
     state = tmp_path / "state"
-    proc = run_demo({
-        "PAPERWIRE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
-        "PAPERWIRE_SMTP_PORT": str(smtp_port),
-        "PAPERWIRE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "PAPERWIRE_STATE_DIR": str(state),
-    }, cwd=ROOT)
+    proc = run_demo(
+        {
+            "PAPERWIRE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+            "PAPERWIRE_SMTP_PORT": str(smtp_port),
+            "PAPERWIRE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "PAPERWIRE_STATE_DIR": str(state),
+        },
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "started the in-memory dev broker" in proc.stderr
     assert "started redis-server" in proc.stderr

@@ -117,9 +117,14 @@ with open(sys.argv[2], "w", encoding="utf-8") as f:
 
 def test_dag_files_import_cleanly(airflow_state: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "dagbag.json"
-    proc = subprocess.run([sys.executable, "-c", _INSPECT_DAGS, str(DAGS), str(out)],
-                          env=airflow_state, capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _INSPECT_DAGS, str(DAGS), str(out)],
+        env=airflow_state,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text(encoding="utf-8"))
 
@@ -136,7 +141,11 @@ def test_dag_files_import_cleanly(airflow_state: dict[str, str], tmp_path: Path)
 
 
 def test_poll_feeds_run_publishes_new_papers(
-    airflow_state: dict[str, str], feed_server: str, broker: DevBroker, kafka_settings, redis_client,
+    airflow_state: dict[str, str],
+    feed_server: str,
+    broker: DevBroker,
+    kafka_settings,
+    redis_client,
     tmp_path: Path,
 ) -> None:
     topic = kafka_settings.topic_papers
@@ -176,8 +185,11 @@ def test_airflow_env_is_self_contained(airflow_state: dict[str, str], tmp_path: 
     env = airflow_env(tmp_path, DAGS, {"PAPERWIRE_TASK_RETRIES": "1"})
     home = tmp_path.resolve() / "airflow"
     assert env["AIRFLOW_HOME"] == str(home)
-    for key in ("AIRFLOW_CONFIG", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH"):
+    for key in (
+        "AIRFLOW_CONFIG",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH",
+    ):
         assert str(home) in env[key], key
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(DAGS)
     assert "PYTEST_CURRENT_TEST" not in env  # pytest sets it in os.environ during a test

@@ -17,8 +17,18 @@ AIRFLOW_COMMANDS = {"db", "api-server", "scheduler", "dag-processor", "triggerer
 
 
 def test_the_pipeline_is_all_there():
-    assert {"kafka", "redis", "postgres", "mailpit", "matcher", "mailer", "airflow-scheduler",
-            "airflow-api-server", "airflow-dag-processor", "airflow-triggerer"} <= set(SERVICES)
+    assert {
+        "kafka",
+        "redis",
+        "postgres",
+        "mailpit",
+        "matcher",
+        "mailer",
+        "airflow-scheduler",
+        "airflow-api-server",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= set(SERVICES)
     assert "--appendonly" in SERVICES["redis"]["command"]  # the ledger must survive restarts
     assert SERVICES["kafka"]["image"].startswith("apache/kafka:")
     assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
@@ -27,7 +37,10 @@ def test_the_pipeline_is_all_there():
 def test_images_are_pinned():
     for name, svc in SERVICES.items():
         image = svc.get("image", "")
-        assert re.fullmatch(r"[\w./-]+:v?\d[\w.-]*", image) or ("build" in svc and image.endswith(":0.1.0")), (name, image)
+        assert re.fullmatch(r"[\w./-]+:v?\d[\w.-]*", image) or ("build" in svc and image.endswith(":0.1.0")), (
+            name,
+            image,
+        )
     assert "FROM apache/airflow:slim-3.3.2" in (ROOT / "Dockerfile").read_text()
 
 

@@ -27,13 +27,16 @@ def test_sample_feed_parses_every_item_with_ids_versions_and_types():
     assert first.published.tzinfo is not None
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2501.01234v3", ("2501.01234", 3)),
-    ("https://arxiv.org/abs/2501.01234", ("2501.01234", None)),
-    ("http://arxiv.org/abs/hep-th/9901001v2", ("hep-th/9901001", 2)),
-    ("https://tldr.takara.ai/p/2604.12345", ("2604.12345", None)),
-    ("not an id", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2501.01234v3", ("2501.01234", 3)),
+        ("https://arxiv.org/abs/2501.01234", ("2501.01234", None)),
+        ("http://arxiv.org/abs/hep-th/9901001v2", ("hep-th/9901001", 2)),
+        ("https://tldr.takara.ai/p/2604.12345", ("2604.12345", None)),
+        ("not an id", None),
+    ],
+)
 def test_arxiv_ref(text, expected):
     assert arxiv_ref(text) == expected
 
@@ -60,11 +63,14 @@ def test_bad_entries_are_dropped_with_reasons_and_good_ones_kept():
     assert reasons == ["missing title", "duplicate entry in document"]
 
 
-@pytest.mark.parametrize("body", [
-    b"<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>",
-    b"<?xml version='1.0'?><rss><channel><item><title>cut off",
-    b"   ",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>",
+        b"<?xml version='1.0'?><rss><channel><item><title>cut off",
+        b"   ",
+    ],
+)
 def test_unusable_documents_raise_feed_error(body):
     with pytest.raises(FeedError):
         parse(body)
@@ -77,6 +83,7 @@ def test_unknown_kind_is_refused():
 
 # --- genuine captures, read in place from ../shared/real-feeds -------------------------------
 
+
 def test_real_arxiv_rss_day(shared_dir):
     path = shared_dir / "real-feeds/arxiv_rss/arxive_rss.arxiv.org_cs.LG_fetched2026-08-22_listing2026-08-21_full.xml"
     result = parse(path.read_bytes())
@@ -86,7 +93,8 @@ def test_real_arxiv_rss_day(shared_dir):
 
 
 def test_real_old_rdf_listing_takes_version_from_title(shared_dir):
-    path = shared_dir / "real-feeds/arxiv_rss/arxive_OLD_rdf_export.arxiv.org_rss_cs.LG_fetched2024-01-31_stale_dcdate2024-01-29_full.xml"
+    name = "arxive_OLD_rdf_export.arxiv.org_rss_cs.LG_fetched2024-01-31_stale_dcdate2024-01-29_full.xml"
+    path = shared_dir / "real-feeds/arxiv_rss" / name
     result = parse(path.read_bytes())
     assert len(result.papers) == 196
     assert all(p.version is not None and "(arXiv:" not in p.title for p in result.papers)
@@ -114,8 +122,11 @@ def test_real_hf_daily_carries_upvotes(shared_dir):
 
 def test_every_real_capture_parses_or_fails_clearly(shared_dir):
     """Nothing in the captures (incl. feedparser's ill-formed inputs) may crash the parser."""
-    files = [p for p in (shared_dir / "real-feeds").rglob("*") if p.is_file() and p.suffix in (".xml", ".rdf", ".json")
-             and not p.name.endswith(".fixture.json")]
+    files = [
+        p
+        for p in (shared_dir / "real-feeds").rglob("*")
+        if p.is_file() and p.suffix in (".xml", ".rdf", ".json") and not p.name.endswith(".fixture.json")
+    ]
     assert len(files) > 40
     for path in files:
         try:

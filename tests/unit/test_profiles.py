@@ -34,8 +34,12 @@ def test_example_profiles_are_valid_and_distinct():
 
 def test_problems_carry_file_and_line(tmp_path):
     write(tmp_path, "a.yaml", GOOD)
-    write(tmp_path, "b.yaml", GOOD.replace("grace@example.org", "not-an-email").replace("id: grace", "id: b")
-          + "delivery:\n  timezone: Mars/Olympus\n  colour: red\n")
+    write(
+        tmp_path,
+        "b.yaml",
+        GOOD.replace("grace@example.org", "not-an-email").replace("id: grace", "id: b")
+        + "delivery:\n  timezone: Mars/Olympus\n  colour: red\n",
+    )
     write(tmp_path, "c.yaml", "id: c\nemail: c@example.org\ntopics: [\n")
     write(tmp_path, "d.yaml", GOOD)  # same id as a.yaml
     write(tmp_path, "e.yaml", "id: e\nemail: e@example.org\ntopics: []\n")

@@ -13,20 +13,49 @@ NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
 
 def match(pid: str, title: str, score: float, topic: str = "Robots") -> Match:
-    p = Paper(id=pid, version=1, title=title, abstract="We study things. " * 40, authors=["A. Author", "B. Author"],
-              url=f"https://arxiv.org/abs/{pid}", pdf_url=f"https://arxiv.org/pdf/{pid}v1",
-              published=NOW, source="arxiv-rss", upvotes=7)
-    return Match(user="u", topic=topic, paper_id=pid, score=score, version=1, paper=p,
-                 reasons=Reasons(topic=topic, similarity=score, keywords=["grasping"]))
+    p = Paper(
+        id=pid,
+        version=1,
+        title=title,
+        abstract="We study things. " * 40,
+        authors=["A. Author", "B. Author"],
+        url=f"https://arxiv.org/abs/{pid}",
+        pdf_url=f"https://arxiv.org/pdf/{pid}v1",
+        published=NOW,
+        source="arxiv-rss",
+        upvotes=7,
+    )
+    return Match(
+        user="u",
+        topic=topic,
+        paper_id=pid,
+        score=score,
+        version=1,
+        paper=p,
+        reasons=Reasons(topic=topic, similarity=score, keywords=["grasping"]),
+    )
 
 
-PROFILE = Profile(id="u", email="u@example.org", name="Una", topics=[{"name": "Robots", "description": "d"}],
-                  delivery={"mode": "daily", "max_papers": 2})
+PROFILE = Profile(
+    id="u",
+    email="u@example.org",
+    name="Una",
+    topics=[{"name": "Robots", "description": "d"}],
+    delivery={"mode": "daily", "max_papers": 2},
+)
 
 
 def test_digest_is_capped_best_first_and_grouped():
-    out = render(PROFILE, [match("2611.00001", "Low", 0.5), match("2611.00002", "High", 0.9),
-                           match("2611.00003", "Mid", 0.7, topic="Maps")], kind="daily", now=NOW)
+    out = render(
+        PROFILE,
+        [
+            match("2611.00001", "Low", 0.5),
+            match("2611.00002", "High", 0.9),
+            match("2611.00003", "Mid", 0.7, topic="Maps"),
+        ],
+        kind="daily",
+        now=NOW,
+    )
     assert out.paper_ids == ["2611.00002", "2611.00003"]
     assert out.subject == "2 papers today: Robots, Maps"
     assert out.html.index("High") < out.html.index("Mid")
@@ -39,8 +68,9 @@ def test_hostile_title_is_escaped_and_cannot_inject_headers():
     out = render(PROFILE, [match("2611.00001", evil, 0.9)], kind="instant", now=NOW)
     assert "<script>" not in out.html and "&lt;script&gt;" in out.html
     assert "\n" not in out.subject and "\r" not in out.subject
-    raw = to_mime(out, sender="paperwire <a@paperwire.localhost>", recipient="u@example.org", now=NOW,
-                  user="u").as_bytes()
+    raw = to_mime(
+        out, sender="paperwire <a@paperwire.localhost>", recipient="u@example.org", now=NOW, user="u"
+    ).as_bytes()
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Bcc"] is None and parsed["X-Evil"] is None
     assert parsed["To"] == "u@example.org"

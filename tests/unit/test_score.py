@@ -17,8 +17,17 @@ def unit(*xs: float) -> np.ndarray:
 
 
 def paper(pid: str, text: str = "A method.", authors=(), categories=()) -> Paper:
-    return Paper(id=pid, version=1, title=pid, abstract=text, authors=list(authors), categories=list(categories),
-                 url=f"https://arxiv.org/abs/{pid}", published=datetime(2026, 11, 26, tzinfo=UTC), source="arxiv-rss")
+    return Paper(
+        id=pid,
+        version=1,
+        title=pid,
+        abstract=text,
+        authors=list(authors),
+        categories=list(categories),
+        url=f"https://arxiv.org/abs/{pid}",
+        published=datetime(2026, 11, 26, tzinfo=UTC),
+        source="arxiv-rss",
+    )
 
 
 def index(**topic) -> ProfileIndex:
