@@ -159,11 +159,11 @@ def _check_usable(d: Any, data: bytes) -> None:
     """Raise if the document is not a feed at all; a bozo feed with entries is still usable."""
     if d.entries or (d.get("version") and not d.get("bozo")):
         return  # entries to salvage, or a well-formed (possibly empty) feed
+    sniff = data.lstrip()[:300].lower()
+    if sniff.startswith((b"<!doctype html", b"<html")) or b"<html" in sniff:
+        raise FeedError("not a feed: the server sent an HTML page")
     if d.get("bozo"):
         exc = d.get("bozo_exception")
-        sniff = data.lstrip()[:200].lower()
-        if sniff.startswith((b"<!doctype html", b"<html")) or b"<html" in sniff:
-            raise FeedError("not a feed: the server sent an HTML page")
         raise FeedError(f"not a usable feed: {type(exc).__name__}: {clean_text(str(exc))}")
     raise FeedError("not a feed: no RSS/Atom/RDF root element")
 
