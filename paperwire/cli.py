@@ -162,6 +162,15 @@ def cmd_smtp_capture(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from paperwire import doctor
+
+    checks = doctor.run(_settings())
+    for check in checks:
+        print(check)
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from paperwire.demo import run_demo
 
@@ -223,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--outbox", default=".state/outbox")
     sc.add_argument("--host", default="127.0.0.1")
     sc.add_argument("--port", type=int, default=8025)
+
+    add("doctor", cmd_doctor, "check Kafka, Redis, SMTP, Airflow and the input files; say how to fix problems")
 
     d = add("demo", cmd_demo, "run the whole pipeline once on embedded defaults")
     d.add_argument("--keep-outbox", action="store_true", help="do not clear the outbox first")
