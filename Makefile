@@ -6,13 +6,22 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test venv lint clean browser screenshots
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/paperwire demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium for the screenshot tests (Debian's package; nothing is downloaded by a test).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium could not be installed: the screenshot tests will fail"
+
+# The Airflow grid picture in the README comes from the dashboard test.
+screenshots: $(STAMP) browser
+	PAPERWIRE_SCREENSHOT_DIR=docs HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/integration/test_dashboard.py
 
 venv: $(STAMP)
 

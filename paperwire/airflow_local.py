@@ -21,6 +21,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -154,6 +156,48 @@ def dags_test(dag_id: str, env: dict[str, str], timeout_s: float = 600) -> DagRu
         ", ".join(f"{t.task_id}[{t.label or t.map_index}]={t.state}" for t in tasks),
     )
     return DagRunResult(dag_id, run_id, state, tasks, tail, duration)
+
+
+@contextlib.contextmanager
+def api_server(env: dict[str, str], port: int, *, timeout_s: float = 180) -> Iterator[str]:
+    """The Airflow UI and REST API on 127.0.0.1:port for this local environment, until the block ends.
+
+    Local and loopback-only, so every visitor is an admin (no login page between a developer and
+    the grid); a deployment uses its auth manager as configured instead.
+    """
+    env = {**env, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
+    cmd = [str(_airflow_executable()), "api-server", "--host", "127.0.0.1", "--port", str(port)]
+    logfile = Path(env["AIRFLOW_HOME"]) / "api-server.log"
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _healthy(url):
+            if proc.poll() is not None:
+                raise ServiceUnavailable(f"airflow api-server exited ({proc.returncode}):\n"
+                                         f"{_tail(logfile.read_text(errors='replace'), 30)}")
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"airflow api-server did not answer on {url} within {timeout_s:g}s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2) as resp:  # noqa: S310 - loopback
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def _airflow_executable() -> Path:
