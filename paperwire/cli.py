@@ -127,17 +127,29 @@ def cmd_profiles_sync(a: argparse.Namespace) -> int:
     return 1 if loaded.problems else 0
 
 
+def _serve_metrics(settings) -> None:  # noqa: ANN001
+    if settings.metrics_port:
+        from paperwire import metrics
+
+        metrics.serve(settings.metrics_port)
+        logging.getLogger("paperwire").info("metrics on :%d/metrics, health on /healthz", settings.metrics_port)
+
+
 def cmd_matcher(a: argparse.Namespace) -> int:
     from consumers.matcher import run
 
-    print(json.dumps(run(_settings(), stop=_stop_on_signals(), drain=a.drain)))
+    settings = _settings()
+    _serve_metrics(settings)
+    print(json.dumps(run(settings, stop=_stop_on_signals(), drain=a.drain)))
     return 0
 
 
 def cmd_mailer(a: argparse.Namespace) -> int:
     from alerts.mailer import run
 
-    print(json.dumps(run(_settings(), stop=_stop_on_signals(), drain=a.drain)))
+    settings = _settings()
+    _serve_metrics(settings)
+    print(json.dumps(run(settings, stop=_stop_on_signals(), drain=a.drain)))
     return 0
 
 

@@ -50,10 +50,33 @@ class Settings(BaseSettings):
     embed_batch_size: int = 64
     coalesce_s: float = 2.0  # an instant burst within this window becomes one email
 
+    # Alerts (alerts/, paperwire/tokens.py). The secret signs unsubscribe and feedback links; it may
+    # stay empty only while public_url points at this machine (see paperwire.tokens).
+    secret_key: SecretStr = SecretStr("")
+    public_url: str = "http://127.0.0.1:8000"
+    smtp_ca_file: Path | None = None  # trust this CA (PEM) for the relay's certificate
+    smtp_pool_size: int = 2  # SMTP connections used at once, each reused for many messages
+    smtp_attempts: int = 4  # per message, on connection errors and 4xx replies
+    smtp_backoff_s: float = 0.5  # first retry delay; doubles each attempt
+    bounce_pause_after: int = 3  # consecutive permanent failures before a recipient is paused
+
+    # Prometheus /metrics and /healthz of the matcher and mailer (0 = off).
+    metrics_port: int = 0
+
     # Local state: outbox, Airflow home, logs.
     state_dir: Path = Path(".state")
 
     user_agent: str = "paperwire/0.1 (+https://github.com/paperwire/paperwire)"
+
+    # Feed ingestion (producers/). arXiv asks for one request every 3 s and one connection at a
+    # time across all of a user's machines: the limiter lives in Redis, shared by every worker.
+    arxiv_api_url: str = "https://export.arxiv.org/api/query"
+    arxiv_interval_s: float = 3.0
+    fetch_timeout_s: float = 30.0
+    fetch_attempts: int = 3
+    fetch_backoff_s: float = 2.0
+    hf_window_days: int = 14  # HF daily papers: papers join a day's list up to two weeks late
+    feed_alert_after: int = 3  # consecutive failed or wrongly empty polls before a feed alerts
 
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""

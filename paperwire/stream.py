@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
+from paperwire import metrics
 from paperwire.errors import PoisonMessage
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ def caught_up(consumer: KafkaConsumer) -> bool:
     return all(consumer.position(tp) >= ends[tp] for tp in assigned)
 
 
+def lag(consumer: KafkaConsumer) -> int:
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return 0
+    ends = consumer.end_offsets(assigned)
+    return sum(max(0, ends[tp] - consumer.position(tp)) for tp in assigned)
+
+
 def run(
     stage: Stage[Any],
     consumer: KafkaConsumer,
@@ -77,22 +86,27 @@ def run(
 ) -> dict[str, int]:
     """Run until ``stop`` is set, or with ``drain`` until caught up and flushed."""
     stop = stop or threading.Event()
+    name = type(stage).__name__.removesuffix("Stage").lower()
+    lag_checked = 0.0
     stats = {"consumed": 0, "dead_lettered": 0, "commits": 0}
     uncommitted = False
     idle_since = time.monotonic()
     while True:
         stopping = stop.is_set()
         polled = {} if stopping else consumer.poll(timeout_ms=poll_ms)
+        metrics.polled()
         items: list[Any] = []
         for records in polled.values():
             for record in records:
                 stats["consumed"] += 1
+                metrics.CONSUMED.labels(name).inc()
                 uncommitted = True
                 try:
                     items.append(stage.decode(record))
                 except PoisonMessage as exc:
                     dead_letter(producer, dlq_topic, record, str(exc))
                     stats["dead_lettered"] += 1
+                    metrics.DEAD_LETTERED.labels(name).inc()
         if items:
             stage.handle(items)
         if polled:
@@ -104,7 +118,11 @@ def run(
             producer.flush()  # dead letters and the stage's output are on the broker first
             consumer.commit()
             stats["commits"] += 1
+            metrics.COMMITS.labels(name).inc()
             uncommitted = False
+        if time.monotonic() - lag_checked > 5:  # one offsets request every few seconds, not per batch
+            lag_checked = time.monotonic()
+            metrics.LAG.labels(name).set(lag(consumer))
         if settled and (done_reading or idle_too_long):
             if idle_too_long and not stopping:
                 log.warning("drain: no records for %.0fs and not caught up; stopping", drain_idle_s)
