@@ -1,14 +1,17 @@
-"""What every paperwire DAG shares: owner, retries, timeouts. Light on purpose: DAG files import
-it at parse time, so it must never pull in torch, Kafka or Redis."""
+"""What every paperwire DAG shares: owner, retries, timeouts, and the failure callback. Light on
+purpose: DAG files import it at parse time, so it must never pull in torch, Kafka or Redis."""
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
+from typing import Any
 
 import pendulum
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
+log = logging.getLogger(__name__)
 
 
 def default_args(timeout_minutes: int = 10) -> dict[str, object]:
@@ -20,4 +23,59 @@ def default_args(timeout_minutes: int = 10) -> dict[str, object]:
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(minutes=timeout_minutes),
+        "on_failure_callback": notify_failure,
     }
+
+
+def failure_summary(context: dict[str, Any]) -> tuple[str, str]:
+    """(subject, body) for an operator, from an Airflow task context. Pure."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_id = getattr(ti, "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    rendered = getattr(ti, "rendered_map_index", None)
+    where = f"{task_id}[{rendered or map_index}]" if map_index is not None and map_index >= 0 else task_id
+    run_id = getattr(context.get("dag_run"), "run_id", None) or context.get("run_id", "?")
+    error = context.get("exception")
+    reason = f"{type(error).__name__}: {error}" if error else "no exception recorded"
+    subject = " ".join(f"paperwire: {dag_id}.{where} failed".split())[:200]
+    body = f"DAG:    {dag_id}\nTask:   {where}\nRun:    {run_id}\nError:  {reason}\n"
+    return subject, body
+
+
+def notify_failure(context: dict[str, Any]) -> None:
+    """Tell the operator (PAPERWIRE_OPS_EMAIL) which square went red and why. Never raises: a
+    broken notification must not hide the task's own failure."""
+    subject, body = failure_summary(context)
+    log.error("%s\n%s", subject, body)
+    try:
+        from paperwire.settings import Settings
+
+        settings = Settings()
+        if not settings.ops_email:
+            return
+        import asyncio
+        from email.message import EmailMessage
+
+        import aiosmtplib
+
+        msg = EmailMessage()
+        msg["From"] = settings.mail_from
+        msg["To"] = settings.ops_email
+        msg["Subject"] = subject
+        msg.set_content(body)
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        asyncio.run(
+            aiosmtplib.send(
+                msg,
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                use_tls=settings.smtp_tls,
+                start_tls=settings.smtp_starttls and not settings.smtp_tls,
+                username=settings.smtp_username,
+                password=password,
+                timeout=settings.smtp_timeout_s,
+            )
+        )
+    except Exception:  # noqa: BLE001 - see docstring
+        log.exception("could not send the failure notification")

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     smtp_tls: bool = False
     smtp_timeout_s: float = 30.0
     mail_from: str = "paperwire <alerts@paperwire.localhost>"
+    ops_email: str | None = None  # where failed Airflow tasks are reported
 
     # Inputs.
     feeds_file: Path = Path("feeds.yaml")
@@ -67,16 +68,6 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".state")
 
     user_agent: str = "paperwire/0.1 (+https://github.com/paperwire/paperwire)"
-
-    # Feed ingestion (producers/). arXiv asks for one request every 3 s and one connection at a
-    # time across all of a user's machines: the limiter lives in Redis, shared by every worker.
-    arxiv_api_url: str = "https://export.arxiv.org/api/query"
-    arxiv_interval_s: float = 3.0
-    fetch_timeout_s: float = 30.0
-    fetch_attempts: int = 3
-    fetch_backoff_s: float = 2.0
-    hf_window_days: int = 14  # HF daily papers: papers join a day's list up to two weeks late
-    feed_alert_after: int = 3  # consecutive failed or wrongly empty polls before a feed alerts
 
     # Feed ingestion (producers/). arXiv asks for one request every 3 s and one connection at a
     # time across all of a user's machines: the limiter lives in Redis, shared by every worker.
