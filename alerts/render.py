@@ -2,7 +2,8 @@
 
 Everything that came from a feed is escaped in HTML (Jinja autoescape) and stripped of control
 characters before it can reach a header, so a hostile title can neither inject markup nor
-headers.
+headers. Links that carry a capability (unsubscribe) are signed by the caller and passed in, so
+this module stays pure.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from paperwire.models import Match, Profile
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _ARXIV = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z\-]*(\.[A-Z]{2})?/\d{7})$")
 ABSTRACT_CHARS = 320
+TRENDING_MAX = 5  # the "Trending today" section is a taste, not a second digest
 
 _env_html = Environment(
     loader=PackageLoader("alerts", "templates"),
@@ -68,7 +70,11 @@ def _authors(names: list[str], limit: int = 6) -> str:
 
 
 def _why(m: Match) -> str:
-    parts = [f"{m.reasons.topic} (similarity {m.reasons.similarity:.2f})"]
+    if m.reasons.trending:
+        votes = m.paper.upvotes if m.paper else None
+        parts = ["trending on Hugging Face" + (f" ({votes} upvotes)" if votes is not None else "")]
+    else:
+        parts = [f"{m.reasons.topic} (similarity {m.reasons.similarity:.2f})"]
     if m.reasons.authors:
         parts.append("you follow " + ", ".join(m.reasons.authors))
     if m.reasons.keywords:
@@ -76,7 +82,7 @@ def _why(m: Match) -> str:
     return "; ".join(parts)
 
 
-def _item(m: Match) -> dict[str, object]:
+def _item(m: Match, updated: frozenset[str] = frozenset()) -> dict[str, object]:
     paper = m.paper
     assert paper is not None, "matches reaching the mailer carry their paper"
     hf = (
@@ -93,18 +99,25 @@ def _item(m: Match) -> dict[str, object]:
         "abstract": shorten(paper.abstract),
         "upvotes": paper.upvotes,
         "why": _why(m),
-        "updated": paper.announce_type in ("replace", "replace-cross") or (paper.version or 1) > 1,
-        "version": paper.version,
+        # "updated" only when this reader already got an earlier version (the ledger says so).
+        "updated": m.paper_id in updated,
+        "version": paper.version or m.version,
     }
+
+
+def _upvotes(m: Match) -> int:
+    return (m.paper.upvotes or 0) if m.paper else 0
 
 
 def select(matches: list[Match], max_papers: int) -> list[tuple[str, list[Match]]]:
     """Each paper once (under its best topic), best first, capped; grouped by topic."""
     best: dict[str, Match] = {}
     for m in matches:
+        if m.reasons.trending:
+            continue
         if m.paper_id not in best or m.score > best[m.paper_id].score:
             best[m.paper_id] = m
-    chosen = sorted(best.values(), key=lambda m: (-m.score, -(m.paper.upvotes or 0) if m.paper else 0, m.paper_id))
+    chosen = sorted(best.values(), key=lambda m: (-m.score, -_upvotes(m), m.paper_id))
     chosen = chosen[:max_papers]
     sections: dict[str, list[Match]] = {}
     for m in chosen:
@@ -112,33 +125,60 @@ def select(matches: list[Match], max_papers: int) -> list[tuple[str, list[Match]
     return list(sections.items())
 
 
-def render(profile: Profile, matches: list[Match], *, kind: str, now: datetime) -> Email:
+def select_trending(matches: list[Match], exclude: set[str], limit: int = TRENDING_MAX) -> list[Match]:
+    """Trending matches not already shown under a topic, most upvoted first."""
+    seen: dict[str, Match] = {}
+    for m in matches:
+        if m.reasons.trending and m.paper_id not in exclude and m.paper_id not in seen:
+            seen[m.paper_id] = m
+    return sorted(seen.values(), key=lambda m: (-_upvotes(m), -m.score, m.paper_id))[:limit]
+
+
+def render(
+    profile: Profile,
+    matches: list[Match],
+    *,
+    kind: str,
+    now: datetime,
+    unsubscribe_url: str | None = None,
+    updated: frozenset[str] = frozenset(),
+) -> Email:
+    """``updated``: paper ids this reader already received in an earlier version."""
     sections = select(matches, profile.delivery.max_papers)
-    n = sum(len(items) for _, items in sections)
-    topics = [one_line(t, 60) for t, _ in sections]
+    shown = {m.paper_id for _, items in sections for m in items}
+    trending = select_trending(matches, shown) if profile.delivery.trending else []
+    n = len(shown) + len(trending)
+    topics = [one_line(t, 60) for t, _ in sections] + (["trending"] if trending else [])
     noun = "paper" if n == 1 else "papers"
     label = {"instant": "new " + noun, "daily": noun + " today", "weekly": noun + " this week"}.get(kind, noun)
     subject = one_line(f"{n} {label}: {', '.join(topics)}", 180)
     context = {
         "subject": subject,
         "preheader": one_line("; ".join(_item(items[0])["title"] for _, items in sections), 140),  # type: ignore[misc]
+        "trending": [_item(m, updated) for m in trending],
         "kind_label": {"instant": "alert", "daily": "daily digest", "weekly": "weekly digest"}.get(kind, kind),
         "headline": f"{n} {label}",
         "greeting_name": one_line(profile.name or profile.id, 60),
         "intro": f"here {'is' if n == 1 else 'are'} {n} {noun} matching your interests, best first."
         if n
         else "nothing matched this time.",
-        "sections": [{"title": t, "papers": [_item(m) for m in items]} for t, items in sections],
+        "sections": [{"title": t, "papers": [_item(m, updated) for m in items]} for t, items in sections],
         "user_id": profile.id,
         "delivery": f"{profile.delivery.mode}",
-        "unsubscribe_url": None,
+        "unsubscribe_url": unsubscribe_url,
         "date": now,
     }
+    headers: dict[str, str] = {}
+    if unsubscribe_url:
+        # RFC 8058: the POST form lets a mail client unsubscribe in one click, without a page.
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return Email(
         subject=subject,
         html=_env_html.get_template("email.html.j2").render(context),
         text=_env_text.get_template("email.txt.j2").render(context),
-        paper_ids=[m.paper_id for _, items in sections for m in items],
+        paper_ids=[m.paper_id for _, items in sections for m in items] + [m.paper_id for m in trending],
+        headers=headers,
     )
 
 

@@ -50,6 +50,7 @@ class Reasons(BaseModel):
     keywords: list[str] = Field(default_factory=list)
     authors: list[str] = Field(default_factory=list)
     categories: list[str] = Field(default_factory=list)
+    trending: bool = False  # picked for the "Trending today" section, not (only) for a topic
 
 
 class Match(BaseModel):
@@ -86,6 +87,30 @@ class Delivery(BaseModel):
     weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
     timezone: str = "UTC"
     max_papers: int = Field(default=20, ge=1, le=200)
+    # Mail a paper again, marked "updated", when a new version of one already sent appears.
+    send_updates: bool = False
+    # Local hours "START-END" (e.g. "22-07") when instant mail is held; sent when they end.
+    quiet_hours: str | None = None
+    # Add a "Trending today" section (papers marked trending by the matcher) to this reader's mail.
+    trending: bool = False
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        m = re.fullmatch(r"\s*(\d{1,2})\s*-\s*(\d{1,2})\s*", value)
+        if not m or not all(0 <= int(h) <= 23 for h in m.groups()) or int(m[1]) == int(m[2]):
+            raise ValueError(f"quiet_hours must be 'START-END' local hours 0-23, e.g. '22-07'; got {value!r}")
+        return f"{int(m[1]):02d}-{int(m[2]):02d}"
+
+    def is_quiet(self, now: datetime) -> bool:
+        """Whether ``now`` falls in this reader's quiet hours (their local time)."""
+        if self.quiet_hours is None:
+            return False
+        start, end = (int(h) for h in self.quiet_hours.split("-"))
+        hour = now.astimezone(ZoneInfo(self.timezone)).hour
+        return start <= hour < end if start < end else hour >= start or hour < end
 
     @field_validator("timezone")
     @classmethod

@@ -77,3 +77,43 @@ def test_hostile_title_is_escaped_and_cannot_inject_headers():
     assert parsed.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert parsed["Message-ID"] and parsed["Date"]
+
+
+def test_one_click_unsubscribe_headers_and_footer_link():
+    url = "http://127.0.0.1:8000/u/abc.def"
+    out = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW, unsubscribe_url=url)
+    msg = to_mime(out, sender="paperwire <a@paperwire.localhost>", recipient="u@example.org", now=NOW, user="u")
+    assert msg["List-Unsubscribe"] == f"<{url}>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert f'href="{url}"' in out.html and f"Unsubscribe: {url}" in out.text
+    bare = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW)
+    assert "List-Unsubscribe" not in bare.headers and "Unsubscribe" not in bare.html
+
+
+def test_updated_papers_are_marked_only_when_the_ledger_says_so():
+    m = match("2611.00001", "Revised", 0.9)
+    m.paper.version = m.version = 3
+    assert "UPDATED" not in render(PROFILE, [m], kind="daily", now=NOW).html
+    out = render(PROFILE, [m], kind="daily", now=NOW, updated=frozenset({"2611.00001"}))
+    assert "UPDATED v3" in out.html and "[UPDATED v3]" in out.text
+
+
+def test_trending_section_only_for_readers_who_opted_in():
+    hot = match("2611.00009", "Hot paper", 0.3, topic="Trending")
+    hot.reasons.trending = True
+    hot.paper.upvotes = 120
+    matches = [match("2611.00001", "On topic", 0.9), hot]
+    plain = render(PROFILE, matches, kind="daily", now=NOW)
+    assert "Trending today" not in plain.html and plain.paper_ids == ["2611.00001"]
+    fan = PROFILE.model_copy(update={"delivery": PROFILE.delivery.model_copy(update={"trending": True})})
+    out = render(fan, matches, kind="daily", now=NOW)
+    assert out.paper_ids == ["2611.00001", "2611.00009"]
+    assert out.html.index("On topic") < out.html.index("Trending today") < out.html.index("Hot paper")
+    assert "trending on Hugging Face (120 upvotes)" in out.text
+    assert out.subject == "2 papers today: Robots, trending"
+
+
+def test_html_has_no_script_and_inline_styles_only():
+    out = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW)
+    assert "<script" not in out.html.lower() and "<style" not in out.html.lower()
+    assert "max-width:600px" in out.html and 'name="viewport"' in out.html

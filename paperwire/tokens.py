@@ -1,0 +1,135 @@
+"""Signed link tokens: the capability inside every unsubscribe and "more/less like this" link.
+
+A token is ``base64url(claims JSON) "." base64url(HMAC-SHA256(secret, claims JSON))``; the claims
+are (user, action, paper, topic, expiry). The mailer signs them (``sign``); the web service that
+serves ``/u/TOKEN`` and friends checks them (``verify``), strictly: a forged or altered token, a
+token of another user or for another action, and an expired token are each refused with
+``InvalidToken`` saying which.
+
+The secret is ``PAPERWIRE_SECRET_KEY``. Without one, signing is allowed only while
+``PAPERWIRE_PUBLIC_URL`` points at this machine (localhost, 127.0.0.1, ::1): links that can only be
+opened on a developer's own machine get a fixed, publicly known development key. Any other public
+URL with an empty or short secret is a ``ConfigError``, so a deployment can never mail links that
+anyone could forge.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from paperwire.errors import ConfigError, PaperwireError
+from paperwire.settings import Settings
+
+ACTIONS = frozenset({"unsubscribe", "more", "less"})
+MIN_SECRET_CHARS = 32
+DEV_SECRET = b"paperwire-development-key-not-secret"  # only ever used for localhost links
+UNSUBSCRIBE_TTL = timedelta(days=365)  # mail is read late; a one-click link must keep working
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class InvalidToken(PaperwireError):
+    """A token that must not be acted on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    user: str
+    action: str
+    paper: str
+    topic: str
+    expires: datetime
+
+
+def is_local(public_url: str) -> bool:
+    host = (urlsplit(public_url).hostname or "").lower()
+    return host in _LOCAL_HOSTS or host.endswith(".localhost")
+
+
+def _secret(settings: Settings) -> bytes:
+    secret = settings.secret_key.get_secret_value()
+    if len(secret) >= MIN_SECRET_CHARS:
+        return secret.encode()
+    if is_local(settings.public_url):
+        return secret.encode() if secret else DEV_SECRET
+    raise ConfigError(
+        f"PAPERWIRE_SECRET_KEY must be at least {MIN_SECRET_CHARS} characters when links point at "
+        f"{settings.public_url} (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    # validate=True: the lenient default silently drops characters outside the alphabet.
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+
+def _mac(secret: bytes, body: bytes) -> bytes:
+    return hmac.new(secret, b"paperwire-token-v1\x00" + body, hashlib.sha256).digest()
+
+
+def sign(
+    settings: Settings,
+    user: str,
+    action: str,
+    *,
+    paper: str = "",
+    topic: str = "",
+    ttl: timedelta = UNSUBSCRIBE_TTL,
+    now: datetime | None = None,
+) -> str:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown token action {action!r}")
+    expires = int(((now or datetime.now(UTC)) + ttl).timestamp())
+    body = json.dumps(
+        {"u": user, "a": action, "p": paper, "t": topic, "e": expires}, separators=(",", ":"), sort_keys=True
+    ).encode()
+    return _b64(body) + "." + _b64(_mac(_secret(settings), body))
+
+
+def verify(
+    settings: Settings,
+    token: str,
+    *,
+    action: str,
+    user: str | None = None,
+    now: datetime | None = None,
+) -> Claims:
+    """The token's claims, or ``InvalidToken``. The signature is checked before anything is read."""
+    try:
+        body_part, mac_part = token.split(".")
+        body, mac = _unb64(body_part), _unb64(mac_part)
+    except ValueError as exc:  # wrong shape or not base64 (binascii.Error is a ValueError)
+        raise InvalidToken("malformed token") from exc
+    if not hmac.compare_digest(mac, _mac(_secret(settings), body)):
+        raise InvalidToken("bad signature: the token was not issued here or was altered")
+    try:
+        raw = json.loads(body)
+        claims = Claims(
+            user=str(raw["u"]),
+            action=str(raw["a"]),
+            paper=str(raw["p"]),
+            topic=str(raw["t"]),
+            expires=datetime.fromtimestamp(int(raw["e"]), UTC),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidToken("malformed claims") from exc
+    if claims.action != action:
+        raise InvalidToken(f"token is for {claims.action!r}, not {action!r}")
+    if user is not None and claims.user != user:
+        raise InvalidToken("token belongs to another user")
+    if claims.expires <= (now or datetime.now(UTC)):
+        raise InvalidToken(f"token expired at {claims.expires.isoformat()}")
+    return claims
+
+
+def unsubscribe_url(settings: Settings, user: str, *, now: datetime | None = None) -> str:
+    return settings.public_url.rstrip("/") + "/u/" + sign(settings, user, "unsubscribe", now=now)
