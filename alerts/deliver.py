@@ -1,14 +1,21 @@
-"""Deliver papers to one user: ledger check -> render -> send -> ledger write; and digests.
+"""Deliver papers to readers: ledger check -> render -> send -> ledger write; and the pending
+queue for digests and for instant mail held during quiet hours.
 
-Instant matches are delivered by the mailer as they arrive (a burst coalesced into one email);
-daily and weekly matches wait in Redis (``digest:<user>``) until ``send_due`` finds the user's
-local delivery hour has passed since the oldest pending item arrived.
+Instant matches are delivered by the mailer as they arrive (a burst coalesced into one email),
+unless the reader is in their quiet hours: then they wait in Redis (``digest:<user>``) like digest
+items. ``send_due`` (run hourly by the ``send_digests`` DAG) sends a user's pending items when
+  * daily/weekly: the user's local delivery slot (hour, and weekday for weekly, in their IANA
+    timezone) has passed since the oldest pending item arrived;
+  * instant: their quiet hours are over.
+Slots are computed by stepping local calendar days and re-applying the hour, so DST changes
+neither skip nor double a digest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -16,10 +23,11 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from alerts import ledger
+from alerts import ledger, recipients
 from alerts.render import render, to_mime
 from alerts.send import send_all
 from consumers import profile_store
+from paperwire import tokens
 from paperwire.models import Match, Profile
 from paperwire.settings import Settings
 
@@ -34,6 +42,27 @@ class Delivered:
     failed: int = 0
     skipped: int = 0
     recipients: list[str] = field(default_factory=list)
+    # Seconds from each SMTP 250 to the ledger write that covers it: the duplicate window.
+    windows_s: list[float] = field(default_factory=list)
+    # (recipient, subject) of every message rendered; what --dry-run reports.
+    previews: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: Delivered) -> None:
+        for name in ("emails", "papers", "failed", "skipped"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.recipients += other.recipients
+        self.windows_s += other.windows_s
+        self.previews += other.previews
+
+
+def _version(m: Match) -> int:
+    return m.version or (m.paper.version if m.paper else None) or 0
+
+
+@dataclass
+class _Prepared:
+    user: str
+    versions: dict[str, int]
 
 
 def deliver(
@@ -48,44 +77,65 @@ def deliver(
     """One email per user for the given matches, minus anything the ledger says was sent."""
     now = now or datetime.now(UTC)
     out = Delivered()
-    messages: list[tuple[EmailMessage, str, list[str]]] = []
+    messages: list[tuple[EmailMessage, _Prepared]] = []
     for user, matches in sorted(batches.items()):
         profile = profile_store.get_profile(r, settings, user)
         if profile is None or not profile.enabled:
             log.info("user=%s: no enabled profile; %d matches not mailed", user, len(matches))
             out.skipped += len(matches)
             continue
-        fresh = set(ledger.unsent(r, settings, user, sorted({m.paper_id for m in matches})))
-        todo = [m for m in matches if m.paper_id in fresh]
+        why = recipients.paused(r, settings, user)
+        if why is not None:
+            log.info("user=%s: paused (%s); %d matches not mailed", user, why, len(matches))
+            out.skipped += len(matches)
+            continue
+        versions: dict[str, int] = {}
+        for m in matches:
+            versions[m.paper_id] = max(versions.get(m.paper_id, 0), _version(m))
+        fresh = ledger.unsent(r, settings, user, versions, send_updates=profile.delivery.send_updates)
+        allowed = set(fresh.all)
+        todo = [m for m in matches if m.paper_id in allowed]
         if not todo:
             continue
-        email = render(profile, todo, kind=kind or profile.delivery.mode, now=now)
+        email = render(
+            profile,
+            todo,
+            kind=kind or profile.delivery.mode,
+            now=now,
+            unsubscribe_url=tokens.unsubscribe_url(settings, user, now=now),
+            updated=frozenset(fresh.updated),
+        )
         msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=user)
-        messages.append((msg, user, email.paper_ids))
+        out.previews.append((str(profile.email), email.subject))
+        messages.append((msg, _Prepared(user, {pid: versions[pid] for pid in email.paper_ids})))
     if not messages or dry_run:
         out.emails = len(messages)
         return out
-    by_msg = {id(m): (user, ids) for m, user, ids in messages}
+    by_msg = {id(m): prep for m, prep in messages}
 
-    def accepted(msg: EmailMessage) -> None:
-        user, ids = by_msg[id(msg)]
-        ledger.record(r, settings, user, ids)  # right after the 250: the duplicate window is this call
+    def accepted(msg: EmailMessage, accepted_at: float) -> None:
+        prep = by_msg[id(msg)]
+        ledger.record(r, settings, prep.user, prep.versions)  # the duplicate window ends here
+        out.windows_s.append(time.perf_counter() - accepted_at)
+        recipients.accepted(r, settings, prep.user)
         out.emails += 1
-        out.papers += len(ids)
+        out.papers += len(prep.versions)
         out.recipients.append(str(msg["To"]))
-        log.info("sent user=%s papers=%s", user, ",".join(ids))
+        log.info("sent user=%s papers=%s", prep.user, ",".join(prep.versions))
 
-    outcomes = asyncio.run(send_all([m for m, _, _ in messages], settings, accepted))
+    outcomes = asyncio.run(send_all([m for m, _ in messages], settings, accepted))
     for o in outcomes:
         if not o.accepted:
-            user, ids = by_msg[id(o.message)]
-            r.hincrby(settings.key("bounces"), user, 1)
+            prep = by_msg[id(o.message)]
+            recipients.failed(r, settings, prep.user, f"{o.code} {o.reason}")
             out.failed += 1
-            log.error("user=%s: permanent failure %s %s; papers %s not sent", user, o.code, o.reason, ids)
+            log.error(
+                "user=%s: permanent failure %s %s; not sent: %s", prep.user, o.code, o.reason, list(prep.versions)
+            )
     return out
 
 
-# --- digests -------------------------------------------------------------------------------
+# --- pending: digests, and instant mail held in quiet hours ----------------------------------
 
 
 def add_pending(r: redis.Redis, settings: Settings, match: Match, now: datetime) -> None:
@@ -99,18 +149,28 @@ def last_slot(profile: Profile, now: datetime) -> datetime:
     """The most recent scheduled delivery time at or before ``now``, in the user's timezone."""
     d = profile.delivery
     local = now.astimezone(ZoneInfo(d.timezone))
-    slot = local.replace(hour=d.hour, minute=0, second=0, microsecond=0)
+    # fold=0: when the hour happens twice (autumn change) the slot is its first occurrence;
+    # keeping ``now``'s fold would make the repeat a second slot and send a second digest.
+    slot = local.replace(hour=d.hour, minute=0, second=0, microsecond=0, fold=0)
     step = timedelta(days=1)
+    # Comparisons between datetimes sharing a tzinfo are by wall clock, which is what a slot is.
     while slot > local or (d.mode == "weekly" and WEEKDAYS[slot.weekday()] != d.weekday):
         # Step by calendar day in local time, then re-apply the hour: DST-safe.
-        slot = (slot - step).replace(hour=d.hour)
+        slot = (slot - step).replace(hour=d.hour, fold=0)
     return slot
+
+
+def is_due(profile: Profile, since: float, now: datetime) -> bool:
+    """Whether pending items that started waiting at ``since`` (epoch seconds) go out at ``now``."""
+    if profile.delivery.mode == "instant":
+        return not profile.delivery.is_quiet(now)
+    return last_slot(profile, now).timestamp() > since
 
 
 def send_due(
     settings: Settings, r: redis.Redis, *, now: datetime | None = None, force: bool = False, dry_run: bool = False
 ) -> Delivered:
-    """Send every digest whose delivery hour has passed since its oldest pending item."""
+    """Send every pending batch that is due (all of them with ``force``)."""
     now = now or datetime.now(UTC)
     total = Delivered()
     prefix = settings.key("digest", "")
@@ -120,20 +180,17 @@ def send_due(
         if profile is None:
             continue
         since = float(r.get(settings.key("digest_since", user)) or 0)
-        if not force and last_slot(profile, now).timestamp() <= since:
+        if not force and not is_due(profile, since, now):
             continue
         raw = r.hgetall(key)
         matches = [Match.model_validate_json(v) for v in raw.values()]
         result = deliver(settings, r, {user: matches}, kind=profile.delivery.mode, now=now, dry_run=dry_run)
-        if dry_run:
-            total.emails += result.emails
-            continue
+        total.add(result)
+        if dry_run or (result.skipped and recipients.paused(r, settings, user)):
+            continue  # a paused reader's items wait for them
         # Everything pending is now either in the ledger or was refused for good: clear it.
         pipe = r.pipeline(transaction=True)
         pipe.hdel(key, *raw.keys())
         pipe.delete(settings.key("digest_since", user))
         pipe.execute()
-        for name in ("emails", "papers", "failed", "skipped"):
-            setattr(total, name, getattr(total, name) + getattr(result, name))
-        total.recipients += result.recipients
     return total

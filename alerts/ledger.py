@@ -1,25 +1,69 @@
-"""The sent ledger: which (user, paper) pairs have reached an inbox. Checked before every send
-and written right after each SMTP accept, so retries, replays and restarts never mail a paper
-twice. Its loss would re-open that door: deploy Redis with AOF (see README, Guarantees)."""
+"""The sent ledger: which (user, paper, version) has reached an inbox.
+
+Checked before every send and written right after each SMTP accept, so a retry, a replayed Kafka
+record or a restarted mailer never mails the same paper twice. A new *version* of a paper already
+sent is mailed again (marked "updated") only for readers whose profile sets
+``delivery.send_updates``. Stored as one Redis hash per user, ``ledger:<user>``: paper id -> the
+highest version sent (0 when the feed gave no version). Its loss would re-open the door to
+repeats: deploy Redis with AOF (README, Guarantees).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import redis
 
 from paperwire.settings import Settings
 
+# HSET field to max(current, new) for each pair, in one round trip: a late write of an old
+# version can never lower what the ledger says was sent.
+_RECORD_MAX = """
+for i = 1, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Fresh:
+    new: list[str]  # never sent to this reader
+    updated: list[str]  # sent before in an older version; to be marked "updated"
+
+    @property
+    def all(self) -> list[str]:
+        return self.new + self.updated
+
 
 def _key(settings: Settings, user: str) -> str:
-    return settings.key("sent", user)
+    return settings.key("ledger", user)
 
 
-def unsent(r: redis.Redis, settings: Settings, user: str, paper_ids: list[str]) -> list[str]:
-    if not paper_ids:
-        return []
-    flags = r.smismember(_key(settings, user), paper_ids)
-    return [p for p, sent in zip(paper_ids, flags, strict=True) if not sent]
+def unsent(
+    r: redis.Redis, settings: Settings, user: str, versions: dict[str, int | None], *, send_updates: bool = False
+) -> Fresh:
+    """Which of ``versions`` (paper id -> version) may be mailed to ``user`` now."""
+    if not versions:
+        return Fresh([], [])
+    ids = sorted(versions)
+    sent = r.hmget(_key(settings, user), ids)
+    new, updated = [], []
+    for pid, raw in zip(ids, sent, strict=True):
+        if raw is None:
+            new.append(pid)
+        elif send_updates and (versions[pid] or 0) > int(raw):
+            updated.append(pid)
+    return Fresh(new, updated)
 
 
-def record(r: redis.Redis, settings: Settings, user: str, paper_ids: list[str]) -> None:
-    if paper_ids:
-        r.sadd(_key(settings, user), *paper_ids)
+def record(r: redis.Redis, settings: Settings, user: str, versions: dict[str, int | None]) -> None:
+    if versions:
+        args = [x for pid, v in sorted(versions.items()) for x in (pid, v or 0)]
+        r.eval(_RECORD_MAX, 1, _key(settings, user), *args)
+
+
+def sent_version(r: redis.Redis, settings: Settings, user: str, paper_id: str) -> int | None:
+    raw = r.hget(_key(settings, user), paper_id)
+    return None if raw is None else int(raw)

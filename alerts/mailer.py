@@ -1,5 +1,10 @@
 """The mailer: consume ``matches``; instant ones are coalesced per user and sent, digest ones
-wait in Redis for ``send_due``. Offsets are committed only after the work they cover is done."""
+(and instant ones arriving in the reader's quiet hours) wait in Redis for ``send_due``. Offsets
+are committed only after the work they cover is done.
+
+``dry_run``: render and log what would be sent; send nothing, write neither ledger nor pending
+items, and read as a throwaway consumer group so the real group's offsets do not move.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 
 import redis
@@ -38,8 +44,8 @@ def decode_match(value: bytes | None) -> Match:
 
 
 class MailerStage(stream.Stage[Match]):
-    def __init__(self, settings: Settings, r: redis.Redis) -> None:
-        self.settings, self.r = settings, r
+    def __init__(self, settings: Settings, r: redis.Redis, *, dry_run: bool = False) -> None:
+        self.settings, self.r, self.dry_run = settings, r, dry_run
         self.buffer: dict[str, list[Match]] = {}
         self.first_at: float | None = None
         self.total = Delivered()
@@ -54,13 +60,20 @@ class MailerStage(stream.Stage[Match]):
         for m in matches:
             if m.user not in modes:
                 profile = profile_store.get_profile(self.r, self.settings, m.user)
-                modes[m.user] = profile.delivery.mode if profile and profile.enabled else None
+                mode = profile.delivery.mode if profile and profile.enabled else None
+                if mode == "instant" and profile is not None and profile.delivery.is_quiet(now):
+                    log.info("user=%s: quiet hours (%s); holding instant mail", m.user, profile.delivery.quiet_hours)
+                    mode = "held"
+                modes[m.user] = mode
             mode = modes[m.user]
             if mode == "instant":
                 self.buffer.setdefault(m.user, []).append(m)
                 self.first_at = self.first_at or time.monotonic()
             elif mode is not None:
-                add_pending(self.r, self.settings, m, now)
+                if self.dry_run:
+                    log.info("dry run: would queue %s for user=%s (%s)", m.paper_id, m.user, mode)
+                else:
+                    add_pending(self.r, self.settings, m, now)
                 self.pending += 1
             else:
                 log.info("user=%s: no enabled profile; match for %s dropped", m.user, m.paper_id)
@@ -70,19 +83,23 @@ class MailerStage(stream.Stage[Match]):
             return True
         if not force and time.monotonic() - (self.first_at or 0) < self.settings.coalesce_s:
             return False
-        result = deliver(self.settings, self.r, self.buffer, kind="instant")
-        for name in ("emails", "papers", "failed", "skipped"):
-            setattr(self.total, name, getattr(self.total, name) + getattr(result, name))
+        result = deliver(self.settings, self.r, self.buffer, kind="instant", dry_run=self.dry_run)
+        for rcpt, subject in result.previews if self.dry_run else []:
+            log.info("dry run: would send to %s: %s", rcpt, subject)
+        self.total.add(result)
         self.buffer.clear()
         self.first_at = None
         return True
 
 
-def run(settings: Settings, *, stop: threading.Event | None = None, drain: bool = False) -> dict[str, int]:
+def run(
+    settings: Settings, *, stop: threading.Event | None = None, drain: bool = False, dry_run: bool = False
+) -> dict[str, int]:
     r = connect(settings)
     producer = kafka.producer(settings)
-    consumer = kafka.consumer(settings, settings.mailer_group, settings.topic_matches)
-    stage = MailerStage(settings, r)
+    group = f"{settings.mailer_group}-dryrun-{uuid.uuid4().hex[:8]}" if dry_run else settings.mailer_group
+    consumer = kafka.consumer(settings, group, settings.topic_matches)
+    stage = MailerStage(settings, r, dry_run=dry_run)
     try:
         stats = stream.run(stage, consumer, producer, settings.topic_matches_dlq, stop=stop, drain=drain)
     finally:

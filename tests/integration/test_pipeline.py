@@ -113,4 +113,4 @@ def test_smtp_5xx_is_permanent_recorded_and_not_ledgered(settings, redis_client,
         controller.stop()
     assert (result.emails, result.failed) == (0, 1)
     assert int(redis_client.hget(settings.key("bounces"), "ada")) == 1
-    assert redis_client.scard(settings.key("sent", "ada")) == 0
+    assert redis_client.hlen(settings.key("ledger", "ada")) == 0
