@@ -184,6 +184,21 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def cmd_dashboard(a: argparse.Namespace) -> int:
+    from paperwire.airflow_local import airflow_env, api_server, ensure_db
+    from paperwire.demo import ROOT
+
+    settings = _settings()
+    state = settings.state_dir if settings.state_dir.is_absolute() else ROOT / settings.state_dir
+    env = airflow_env(state, ROOT / "dags", {})
+    ensure_db(env)
+    stop = _stop_on_signals()
+    with api_server(env, a.port) as url:
+        print(f"Airflow dashboard of the local runs: {url}/dags  (Ctrl-C to stop)")
+        stop.wait()
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from paperwire.demo import run_demo
 
@@ -247,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--port", type=int, default=8025)
 
     add("doctor", cmd_doctor, "check Kafka, Redis, SMTP, Airflow and the input files; say how to fix problems")
+
+    db = add("dashboard", cmd_dashboard, "serve the Airflow dashboard of the local (demo) runs on localhost")
+    db.add_argument("--port", type=int, default=8080)
 
     d = add("demo", cmd_demo, "run the whole pipeline once on embedded defaults")
     d.add_argument("--keep-outbox", action="store_true", help="do not clear the outbox first")
