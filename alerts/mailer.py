@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
@@ -44,8 +45,15 @@ def decode_match(value: bytes | None) -> Match:
 
 
 class MailerStage(stream.Stage[Match]):
-    def __init__(self, settings: Settings, r: redis.Redis, *, dry_run: bool = False) -> None:
-        self.settings, self.r, self.dry_run = settings, r, dry_run
+    def __init__(
+        self,
+        settings: Settings,
+        r: redis.Redis,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings, self.r, self.dry_run, self.clock = settings, r, dry_run, clock
         self.buffer: dict[str, list[Match]] = {}
         self.first_at: float | None = None
         self.total = Delivered()
@@ -55,7 +63,7 @@ class MailerStage(stream.Stage[Match]):
         return decode_match(record.value)
 
     def handle(self, matches: list[Match]) -> None:
-        now = datetime.now(UTC)
+        now = self.clock()  # injectable: quiet hours are tested at chosen local times
         modes: dict[str, str | None] = {}
         for m in matches:
             if m.user not in modes:
@@ -83,7 +91,7 @@ class MailerStage(stream.Stage[Match]):
             return True
         if not force and time.monotonic() - (self.first_at or 0) < self.settings.coalesce_s:
             return False
-        result = deliver(self.settings, self.r, self.buffer, kind="instant", dry_run=self.dry_run)
+        result = deliver(self.settings, self.r, self.buffer, kind="instant", now=self.clock(), dry_run=self.dry_run)
         for rcpt, subject in result.previews if self.dry_run else []:
             log.info("dry run: would send to %s: %s", rcpt, subject)
         self.total.add(result)

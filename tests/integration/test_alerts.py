@@ -1,0 +1,366 @@
+"""alerts/ against real servers: the machine's Redis and aiosmtpd on localhost (the capture
+server, and handlers written here for failure behaviour and TLS). Time is injected, never
+waited for."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import ipaddress
+import logging
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from pydantic import SecretStr
+
+from alerts import recipients
+from alerts.deliver import add_pending, deliver, send_due
+from alerts.mailer import MailerStage
+from alerts.send import TransientFailure
+from consumers import profile_store
+from paperwire.errors import ServiceUnavailable
+from paperwire.models import Match, Paper, Profile, Reasons
+from paperwire.settings import Settings
+from paperwire.tokens import verify
+from tests.conftest import free_port
+from tests.helpers import read_outbox
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+HOSTILE = "<img src=x onerror=alert(1)>\r\nBcc: victim@example.com\r\nSubject: pwned\x00"
+
+
+def make_profile(user: str, **delivery: object) -> Profile:
+    return Profile(
+        id=user,
+        email=f"{user}@example.org",
+        name=user.title(),
+        topics=[{"name": "Robots", "description": "robot learning"}],
+        delivery={"mode": "instant", **delivery},
+    )
+
+
+def store(settings: Settings, r, *profiles: Profile) -> None:
+    vectors = {(p.id, t.name): np.zeros(384, np.float32) for p in profiles for t in p.topics}
+    profile_store.sync(list(profiles), vectors, r, settings)
+
+
+def make_match(user: str, pid: str, *, version: int = 1, title: str = "A paper about robots") -> Match:
+    paper = Paper(
+        id=pid,
+        version=version,
+        title=title,
+        abstract="We teach robots to grasp things. " * 10,
+        authors=["A. Author"],
+        url=f"https://arxiv.org/abs/{pid}",
+        pdf_url=f"https://arxiv.org/pdf/{pid}v{version}",
+        published=NOW,
+        source="arxiv-rss",
+    )
+    return Match(
+        user=user,
+        topic="Robots",
+        paper_id=pid,
+        score=0.8,
+        version=version,
+        paper=paper,
+        reasons=Reasons(topic="Robots", similarity=0.8, keywords=["grasp"]),
+    )
+
+
+def at(settings: Settings, server) -> Settings:  # noqa: ANN001
+    return settings.model_copy(update={"smtp_port": server.port, "smtp_backoff_s": 0.01})
+
+
+def test_real_smtp_gets_multipart_mail_with_the_right_headers(settings, redis_client, smtp):
+    store(settings, redis_client, make_profile("ada"))
+    hostile = {"ada": [make_match("ada", "2611.00001", title=HOSTILE)]}
+    result = deliver(at(settings, smtp), redis_client, hostile, now=NOW)
+    assert (result.emails, result.failed) == (1, 0)
+    [eml] = sorted(smtp.handler.outbox.glob("*.eml"))
+    assert eml.name == "00001-ada_example.eml"  # named after the one envelope recipient
+    [msg] = read_outbox(smtp.handler.outbox)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg["To"] == "ada@example.org" and msg["Bcc"] is None
+    assert msg["Message-ID"].endswith("@paperwire.localhost>")
+    assert email.utils.parsedate_to_datetime(msg["Date"]) == NOW
+    assert msg["Subject"].startswith("1 new paper: Robots") and len(msg.get_all("Subject")) == 1
+    html = msg.get_body(("html",)).get_content()
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    # One-click unsubscribe (RFC 8058) with a token that verifies for this user only.
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = msg["List-Unsubscribe"].strip("<>")
+    assert url.startswith(settings.public_url + "/u/") and f'href="{url}"' in html
+    assert verify(settings, url.rsplit("/", 1)[1], action="unsubscribe", user="ada", now=NOW).user == "ada"
+
+
+def test_ledger_is_per_version_and_updates_need_the_opt_in(settings, redis_client, smtp):
+    store(settings, redis_client, make_profile("ada"), make_profile("bob", send_updates=True))
+    s = at(settings, smtp)
+
+    def send(version: int) -> dict[str, int]:
+        batches = {u: [make_match(u, "2611.00002", version=version)] for u in ("ada", "bob")}
+        return {r: 1 for r in deliver(s, redis_client, batches, now=NOW).recipients}
+
+    assert send(1) == {"ada@example.org": 1, "bob@example.org": 1}
+    assert send(1) == {}  # a replay of the same version: nothing
+    assert send(2) == {"bob@example.org": 1}  # only bob asked for updates
+    assert send(2) == {} and send(1) == {}  # nor again, nor an older version late
+    bodies = [m.get_body(("plain",)).get_content() for m in read_outbox(smtp.handler.outbox)]
+    assert ["UPDATED v2" in b for b in bodies] == [False, False, True]
+
+
+class Flaky:
+    """Answers 451 to the first ``failures`` messages, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls, self.accepted = failures, 0, []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.calls += 1
+        if self.calls <= self.failures:
+            return "451 4.3.0 try again later"
+        self.accepted.append(envelope.rcpt_tos)
+        return "250 OK"
+
+
+def controller(handler, **kwargs) -> Controller:  # noqa: ANN001
+    c = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+    c.start()
+    return c
+
+
+def test_4xx_is_retried_then_delivered_once(settings, redis_client):
+    store(settings, redis_client, make_profile("ada"))
+    flaky = Flaky(failures=2)
+    c = controller(flaky)
+    try:
+        result = deliver(at(settings, c), redis_client, {"ada": [make_match("ada", "2611.00003")]}, now=NOW)
+    finally:
+        c.stop()
+    assert flaky.calls == 3 and flaky.accepted == [["ada@example.org"]]
+    assert (result.emails, result.failed) == (1, 0)
+    assert redis_client.hget(settings.key("ledger", "ada"), "2611.00003") == b"1"
+
+
+def test_4xx_that_persists_stops_without_touching_the_ledger(settings, redis_client):
+    store(settings, redis_client, make_profile("ada"))
+    flaky = Flaky(failures=10**6)
+    c = controller(flaky)
+    try:
+        with pytest.raises(TransientFailure, match="gave up after 3 attempts: SMTP 451"):
+            deliver(
+                at(settings, c).model_copy(update={"smtp_attempts": 3}),
+                redis_client,
+                {"ada": [make_match("ada", "2611.00003")]},
+                now=NOW,
+            )
+    finally:
+        c.stop()
+    assert flaky.calls == 3 and not redis_client.exists(settings.key("ledger", "ada"))
+
+
+def test_connection_refused_is_retried_then_raised(settings, redis_client):
+    store(settings, redis_client, make_profile("ada"))
+    dead = settings.model_copy(update={"smtp_port": free_port(), "smtp_backoff_s": 0.01, "smtp_attempts": 2})
+    with pytest.raises(TransientFailure, match="gave up after 2 attempts"):
+        deliver(dead, redis_client, {"ada": [make_match("ada", "2611.00003")]}, now=NOW)
+
+
+class Refuse:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.calls += 1
+        return "550 5.1.1 mailbox unavailable"
+
+
+def test_repeated_5xx_pauses_the_recipient_and_paused_users_are_skipped(settings, redis_client, caplog):
+    store(settings, redis_client, make_profile("ada"))
+    refuse = Refuse()
+    c = controller(refuse)
+    s = at(settings, c).model_copy(update={"bounce_pause_after": 2})
+    try:
+        for n in (1, 2):
+            result = deliver(s, redis_client, {"ada": [make_match("ada", f"2611.0001{n}")]}, now=NOW)
+            assert (result.emails, result.failed) == (0, 1)
+        assert recipients.paused(redis_client, settings, "ada").startswith("2 permanent failures; last: 550")
+        with caplog.at_level(logging.INFO, logger="alerts.deliver"):
+            result = deliver(s, redis_client, {"ada": [make_match("ada", "2611.00013")]}, now=NOW)
+    finally:
+        c.stop()
+    assert refuse.calls == 2 and result.skipped == 1  # the third was never offered to the relay
+    assert any("user=ada: paused" in r.getMessage() for r in caplog.records)
+    assert not redis_client.exists(settings.key("ledger", "ada"))
+    assert recipients.unpause(redis_client, settings, "ada")
+    assert recipients.paused(redis_client, settings, "ada") is None
+
+
+# --- TLS and login -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory) -> tuple[Path, Path]:  # noqa: ANN001
+    """A self-signed certificate for 127.0.0.1, made here."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    crt = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("tls")
+    (d / "cert.pem").write_bytes(crt.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return d / "cert.pem", d / "key.pem"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sessions: list[tuple[bool, object]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        # Ask the socket, not the session: aiosmtpd sets session.ssl only after STARTTLS.
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        self.sessions.append((tls, session.auth_data))
+        return "250 OK"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN201
+    if auth_data.login == b"paperwire" and auth_data.password == b"s3cret":
+        return AuthResult(success=True, auth_data=auth_data.login)
+    # handled=False: aiosmtpd sends this reply (with handled=True it would send none at all).
+    return AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+
+
+def server_context(cert: tuple[Path, Path]) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*cert)
+    return ctx
+
+
+def tls_settings(settings: Settings, c: Controller, cert: tuple[Path, Path], **update: object) -> Settings:
+    return settings.model_copy(
+        update={
+            "smtp_port": c.port,
+            "smtp_ca_file": cert[0],
+            "smtp_username": "paperwire",
+            "smtp_password": SecretStr("s3cret"),
+            "smtp_backoff_s": 0.01,
+            **update,
+        }
+    )
+
+
+def test_starttls_and_login(settings, redis_client, cert):
+    store(settings, redis_client, make_profile("ada"))
+    rec = Recorder()
+    c = controller(
+        rec, tls_context=server_context(cert), require_starttls=True, auth_required=True, authenticator=authenticator
+    )
+    try:
+        ok = deliver(tls_settings(settings, c, cert, smtp_starttls=True), redis_client,
+                     {"ada": [make_match("ada", "2611.00020")]}, now=NOW)
+        with pytest.raises(ServiceUnavailable, match="login refused"):
+            deliver(tls_settings(settings, c, cert, smtp_starttls=True, smtp_password=SecretStr("wrong")),
+                    redis_client, {"ada": [make_match("ada", "2611.00021")]}, now=NOW)
+    finally:
+        c.stop()
+    assert ok.emails == 1 and rec.sessions == [(True, b"paperwire")]
+    assert redis_client.hget(settings.key("bounces"), "ada") is None  # a bad login is not the reader's bounce
+
+
+def test_implicit_tls(settings, redis_client, cert):
+    store(settings, redis_client, make_profile("ada"))
+    rec = Recorder()
+    # No AUTH here: aiosmtpd counts only STARTTLS as TLS for AUTH (login is tested above).
+    c = controller(rec, ssl_context=server_context(cert))
+    try:
+        s = tls_settings(settings, c, cert, smtp_tls=True, smtp_username=None, smtp_password=None)
+        ok = deliver(s, redis_client, {"ada": [make_match("ada", "2611.00022")]}, now=NOW)
+        # ... and a client that does not trust the certificate refuses to talk (and retries, then stops).
+        with pytest.raises(TransientFailure, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            deliver(s.model_copy(update={"smtp_ca_file": None, "smtp_attempts": 1}), redis_client,
+                    {"ada": [make_match("ada", "2611.00023")]}, now=NOW)
+    finally:
+        c.stop()
+    assert ok.emails == 1 and rec.sessions == [(True, None)]
+
+
+def test_airflow_connection_supplies_the_relay(settings):
+    from airflow.models.connection import Connection
+
+    from alerts.send import with_airflow_connection
+
+    conn = Connection(uri="smtp://user:p%40ss@relay.example.org:587?starttls=true&mail_from=alerts%40example.org")
+    s = with_airflow_connection(settings, conn)
+    assert (s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_starttls, s.smtp_tls) == (
+        "relay.example.org", 587, "user", True, False)
+    assert s.smtp_password.get_secret_value() == "p@ss" and s.mail_from == "alerts@example.org"
+
+
+# --- pending: digests at local hours, quiet hours -------------------------------------------
+
+
+def test_digests_go_out_at_each_readers_local_hour(settings, redis_client, smtp):
+    london = make_profile("london", mode="daily", hour=8, timezone="Europe/London")
+    kolkata = make_profile("kolkata", mode="daily", hour=8, timezone="Asia/Kolkata")
+    saopaulo = make_profile("saopaulo", mode="weekly", hour=7, weekday="fri", timezone="America/Sao_Paulo")
+    store(settings, redis_client, london, kolkata, saopaulo)
+    s = at(settings, smtp)
+    queued = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)  # Thursday evening UTC
+    for p in (london, kolkata, saopaulo):
+        for n in (1, 2):
+            add_pending(redis_client, s, make_match(p.id, f"2611.0003{n}"), queued)
+
+    def tick(hour_utc: int) -> list[str]:
+        return send_due(s, redis_client, now=datetime(2026, 11, 27, hour_utc, 5, tzinfo=UTC)).recipients
+
+    assert tick(2) == []  # 07:35 in Kolkata
+    assert tick(3) == ["kolkata@example.org"]  # 08:35 in Kolkata
+    assert tick(7) == []  # 07:05 in London; 04:05 in Sao Paulo
+    assert tick(8) == ["london@example.org"]
+    assert tick(9) == []  # 06:05 Friday in Sao Paulo
+    assert tick(10) == ["saopaulo@example.org"]  # 07:05 Friday in Sao Paulo
+    assert tick(11) == []  # nothing left pending
+    msgs = read_outbox(smtp.handler.outbox)
+    subjects = [m["Subject"] for m in msgs]
+    assert subjects == ["2 papers today: Robots", "2 papers today: Robots", "2 papers this week: Robots"]
+
+
+def test_instant_mail_is_held_in_quiet_hours_and_sent_when_they_end(settings, redis_client, smtp):
+    store(settings, redis_client, make_profile("ada", quiet_hours="22-07", timezone="Europe/Berlin"))
+    s = at(settings, smtp)
+    night = datetime(2026, 11, 27, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
+    stage = MailerStage(s, redis_client, clock=lambda: night)
+    stage.handle([make_match("ada", "2611.00040"), make_match("ada", "2611.00041")])
+    assert stage.flush(force=True) and stage.pending == 2 and stage.total.emails == 0
+    assert send_due(s, redis_client, now=night + timedelta(hours=6)).emails == 0  # 05:30 Berlin
+    morning = send_due(s, redis_client, now=night + timedelta(hours=7, minutes=35))  # 07:05 Berlin
+    assert morning.recipients == ["ada@example.org"] and morning.papers == 2
+    day = night + timedelta(hours=12)  # 11:30 Berlin: straight through
+    stage = MailerStage(s, redis_client, clock=lambda: day)
+    stage.handle([make_match("ada", "2611.00042")])
+    assert stage.flush(force=True) and stage.total.emails == 1 and stage.pending == 0
+    assert len(read_outbox(smtp.handler.outbox)) == 2
