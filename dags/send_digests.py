@@ -3,7 +3,11 @@
 
 Hourly: sends the daily and weekly digests that are due. A user is due when their local
 delivery hour (profile `delivery.hour`, `weekday` and `timezone`) has passed since the oldest
-paper waiting in their digest; time zones and DST come from the IANA database.
+paper waiting in their digest; time zones and DST come from the IANA database. Instant mail held
+during a reader's quiet hours (`delivery.quiet_hours`) goes out in the first run after they end.
+
+SMTP comes from the Airflow Connection `paperwire_smtp` when it exists (host, port, login,
+password; extras `starttls`/`tls`), else from the `PAPERWIRE_SMTP_*` settings.
 
 Matches wait in Redis (`digest:<user>`), put there by the mailer. The sent ledger makes a retry
 of this task harmless: a paper that reached an inbox is never sent again.
@@ -29,10 +33,11 @@ def send_digests():
     @task
     def send_due() -> dict:
         from alerts.deliver import send_due
+        from alerts.send import airflow_smtp_settings
         from paperwire.redisio import connect
         from paperwire.settings import Settings
 
-        settings = Settings()
+        settings = airflow_smtp_settings(Settings())  # the Connection is read here, in the task
         result = send_due(settings, connect(settings))
         return {"emails": result.emails, "papers": result.papers, "failed": result.failed}
 
