@@ -6,7 +6,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test venv lint clean browser screenshots
+.PHONY: demo test venv lint clean browser screenshots screenshot
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/paperwire demo
@@ -22,6 +22,26 @@ browser:
 # The Airflow grid picture in the README comes from the dashboard test.
 screenshots: $(STAMP) browser
 	PAPERWIRE_SCREENSHOT_DIR=docs HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/integration/test_dashboard.py
+
+# The digest picture in the README: the sample feed -> `paperwire match` -> `paperwire alerts render`
+# (no services needed), then headless Chromium at desktop (640 px) and phone (380 px) widths.
+SHOT := .state/screenshot
+screenshot: $(STAMP) browser
+	@command -v chromium >/dev/null || { echo "chromium is required (apt-get install -y chromium)"; exit 1; }
+	rm -rf $(SHOT) && mkdir -p $(SHOT)
+	$(BIN)/paperwire feeds parse demo/sample-arxiv.xml > $(SHOT)/papers.jsonl
+	HF_HUB_OFFLINE=1 $(BIN)/paperwire match --profiles profiles --papers $(SHOT)/papers.jsonl > $(SHOT)/matches.jsonl
+	$(BIN)/paperwire alerts render --profile profiles/rosalind.yaml --matches $(SHOT)/matches.jsonl \
+	  --papers $(SHOT)/papers.jsonl --out $(SHOT)/out
+	for size in 640,1400:docs/email-digest.png 380,1400:docs/email-digest-phone.png; do \
+	  profile=$$(mktemp -d) && \
+	  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	    --disable-background-networking --disable-component-update --disable-sync --hide-scrollbars \
+	    --user-data-dir=$$profile --window-size=$${size%%:*} --screenshot=$${size#*:} \
+	    "file://$(CURDIR)/$(SHOT)/out/rosalind.html" 2>/dev/null; \
+	  status=$$?; rm -rf $$profile; test $$status -eq 0 || exit $$status; \
+	done
+	@echo "wrote docs/email-digest.png and docs/email-digest-phone.png from $(SHOT)/out/rosalind.eml"
 
 venv: $(STAMP)
 

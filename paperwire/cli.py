@@ -150,7 +150,33 @@ def cmd_mailer(a: argparse.Namespace) -> int:
 
     settings = _settings()
     _serve_metrics(settings)
-    print(json.dumps(run(settings, stop=_stop_on_signals(), drain=a.drain)))
+    print(json.dumps(run(settings, stop=_stop_on_signals(), drain=a.drain, dry_run=a.dry_run)))
+    return 0
+
+
+def cmd_alerts_render(a: argparse.Namespace) -> int:
+    from alerts import files
+
+    settings = _settings()
+    loaded = _load_profiles_or_fail([Path(p) for p in a.profile])
+    if loaded.problems:
+        return 1
+    papers = {p.id: p for p in _read_papers(a.papers)}
+    written = files.write(settings, loaded.profiles, files.read_matches(Path(a.matches), papers), Path(a.out))
+    for path in written:
+        print(path)
+    if not written:
+        print("no matches for these profiles: nothing written", file=sys.stderr)
+    return 0
+
+
+def cmd_alerts_unpause(a: argparse.Namespace) -> int:
+    from alerts import recipients
+    from paperwire.redisio import connect
+
+    settings = _settings()
+    was = recipients.unpause(connect(settings), settings, a.user)
+    print(f"{a.user}: {'unpaused' if was else 'was not paused'}")
     return 0
 
 
@@ -249,6 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--drain", action="store_true", help="stop once caught up")
     ml = add("mailer", cmd_mailer, "run the mailer (consumer group on the matches topic)")
     ml.add_argument("--drain", action="store_true", help="stop once caught up")
+    ml.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="render and log what would be sent; send nothing, write no ledger or pending items, "
+        "read as a throwaway consumer group (the real group's offsets do not move)",
+    )
+
+    al = add("alerts", lambda a: 2, "alert emails")
+    asub = al.add_subparsers(dest="alerts_command", required=True)
+    ar = add(
+        "render",
+        cmd_alerts_render,
+        "write the .eml (and .html) each profile would be sent, one per profile; no SMTP, Redis or ledger",
+        asub,
+    )
+    ar.add_argument("--profile", action="append", required=True, help="a profile file or folder (repeatable)")
+    ar.add_argument("--matches", required=True, help="match JSON lines, as `paperwire match` prints them")
+    ar.add_argument("--papers", required=True, help="Paper JSON lines")
+    ar.add_argument("--out", required=True, help="folder for <user>.eml and <user>.html")
+    au = add("unpause", cmd_alerts_unpause, "mail a recipient again after permanent failures paused them", asub)
+    au.add_argument("user")
 
     dg = add("digests", lambda a: 2, "digest emails")
     dsub = dg.add_subparsers(dest="digests_command", required=True)
