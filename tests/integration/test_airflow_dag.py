@@ -175,6 +175,10 @@ def test_poll_feeds_run_publishes_new_papers(
     assert result.states("poll") == {"sample": "success", "broken": "failed"}, context
     assert result.state == "failed", context
     assert "HTTP 404" in result.log_tail
+    # The failure is on the feed's record, counted against this run (retries would not add to it).
+    broken = redis_client.hgetall(kafka_settings.key("feedstats", "broken"))
+    assert broken[b"last_run"].decode() == result.run_id and broken[b"streak"] == b"1", broken
+    assert b"HTTP 404" in broken[b"last_error"]
 
     records = consume_all(broker.bootstrap, topic, expected=2)
     assert sorted(r.key for r in records) == [b"2611.99001", b"2611.99002"]
