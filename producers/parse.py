@@ -13,6 +13,7 @@ id; otherwise a DOI gives ``doi:<doi>``; otherwise the link gives ``url:<sha1>``
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
 import html
 import json
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import charset_normalizer
 import feedparser
 from pydantic import ValidationError
 
@@ -49,6 +51,8 @@ _RDF_TITLE = re.compile(r"^(?P<title>.*?)\.?\s*\(arXiv:(?P<ref>[^\s\])]+)[^)]*\)
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 _ANNOUNCE_TYPES = {"new", "cross", "replace", "replace-cross"}
+# What a malformed entry can raise while its fields are read (a list where text was expected...).
+_ENTRY_ERRORS = (AttributeError, KeyError, TypeError, ValueError, IndexError)
 
 
 @dataclass
@@ -56,6 +60,49 @@ class ParseResult:
     kind: str
     papers: list[Paper] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (entry reference, reason)
+    notes: list[str] = field(default_factory=list)  # repairs made to the document as a whole
+
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_XML_DECL = re.compile(rb"^(\s*<\?xml[^>]*?encoding\s*=\s*[\"'])([A-Za-z0-9._:-]+)([\"'])")
+
+
+def normalise_encoding(data: bytes) -> tuple[bytes, str | None]:
+    """Make the bytes decodable as they claim, or as UTF-8: (bytes for the XML parser, note).
+
+    feedparser meets a byte that is invalid in the declared charset by re-reading the *whole*
+    document in another one (mojibake everywhere), and reads undeclared Shift_JIS or EUC as
+    windows-1252. Here only the bad bytes become U+FFFD, and an undeclared non-UTF-8 document
+    is detected (charset-normalizer) and transcoded. BOM-marked and UTF-16/32 documents are left
+    to feedparser, which reads them correctly.
+    """
+    if data.startswith(_BOMS) or b"\x00" in data[:64]:
+        return data, None
+    decl = _XML_DECL.match(data)
+    declared = decl.group(2).decode("ascii").lower() if decl else None
+    if declared:
+        try:
+            codecs.lookup(declared)
+        except LookupError:
+            declared = None  # an unknown name: as good as none
+    charset = declared or "utf-8"
+    try:
+        data.decode(charset)
+        return data, None
+    except UnicodeDecodeError as exc:
+        first_bad = exc.start
+    if declared:
+        text = data.decode(declared, errors="replace")
+        note = f"bytes invalid in the declared charset {declared} (first at byte {first_bad}) replaced"
+    else:
+        best = charset_normalizer.from_bytes(data[:200_000]).best()
+        guess = best.encoding if best else "windows-1252"
+        text = data.decode(guess, errors="replace")
+        note = f"no usable charset declared and not UTF-8: read as {guess}"
+    out = text.encode("utf-8")
+    if decl:
+        out = _XML_DECL.sub(lambda m: m.group(1) + b"utf-8" + m.group(3), out, count=1)
+    return out, note
 
 
 def clean_text(value: str | None) -> str:
@@ -133,6 +180,7 @@ def parse(data: bytes, kind: Kind | str = "auto", *, fetched_at: datetime | None
         raise FeedError("empty document")
     if kind == "hf-daily" or (kind == "auto" and data.lstrip()[:1] in (b"[", b"{")):
         return _parse_hf_daily(data)
+    data, note = normalise_encoding(data)
     d = feedparser.parse(data)
     _check_usable(d, data)
     errors = [e for e in d.entries if "arxiv.org/api/errors" in (e.get("id") or "")]
@@ -152,6 +200,8 @@ def parse(data: bytes, kind: Kind | str = "auto", *, fetched_at: datetime | None
             f"malformed document, no entry usable ({len(result.dropped)} dropped): "
             f"{type(exc).__name__}: {clean_text(str(exc))}"
         )
+    if note:
+        result.notes.append(note)
     return result
 
 
@@ -203,52 +253,55 @@ def _parse_arxiv_rss(d: Any, fetched_at: datetime | None) -> ParseResult:
     feed_date = _struct_to_dt(d.feed.get("published_parsed") or d.feed.get("updated_parsed"))
     for i, e in enumerate(d.entries):
         ref = _entry_ref(e, i)
-        link = e.get("link", "") or ""
-        title = clean_text(e.get("title"))
-        summary = e.get("summary", "") or ""
-        announce = (e.get("arxiv_announce_type") or "").strip() or None
-        version: int | None = None
-        ident: tuple[str, int | None] | None = None
-        m = _RSS_DESCRIPTION.match(clean_text(summary))
-        if m:  # current format (2024+)
-            ident = arxiv_ref(m.group("ref"))
-            announce = announce or m.group("type")
-            abstract = m.group("abstract").strip()
-        else:  # old RDF format: the version lives in the title suffix
-            abstract = clean_text(summary)
-            t = _RDF_TITLE.match(title)
-            if t:
-                title = clean_text(t.group("title"))
-                ident = arxiv_ref(t.group("ref"))
-                low = e.get("title", "")
-                announce = "replace" if "UPDATED" in low else "cross" if "CROSS LISTED" in low else "new"
-        ident = ident or arxiv_ref(link) or arxiv_ref(e.get("id", "") or "")
-        if not ident:
-            result.dropped.append((ref, "no arXiv id in link or description"))
-            continue
-        paper_id, version = ident
-        if announce not in _ANNOUNCE_TYPES:
-            announce = None
-        published = _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed"))
-        _keep(
-            result,
-            seen,
-            ref,
-            {
-                "id": paper_id,
-                "version": version,
-                "title": title,
-                "abstract": abstract,
-                "authors": split_authors(e.get("author", "") or ""),
-                "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
-                "url": f"https://arxiv.org/abs/{paper_id}",
-                "pdf_url": f"https://arxiv.org/pdf/{paper_id}" + (f"v{version}" if version else ""),
-                "published": published or feed_date or fetched_at,
-                "updated": None,
-                "source": "arxiv-rss",
-                "announce_type": announce,
-            },
-        )
+        try:
+            link = e.get("link", "") or ""
+            title = clean_text(e.get("title"))
+            summary = e.get("summary", "") or ""
+            announce = (e.get("arxiv_announce_type") or "").strip() or None
+            version: int | None = None
+            ident: tuple[str, int | None] | None = None
+            m = _RSS_DESCRIPTION.match(clean_text(summary))
+            if m:  # current format (2024+)
+                ident = arxiv_ref(m.group("ref"))
+                announce = announce or m.group("type")
+                abstract = m.group("abstract").strip()
+            else:  # old RDF format: the version lives in the title suffix
+                abstract = clean_text(summary)
+                t = _RDF_TITLE.match(title)
+                if t:
+                    title = clean_text(t.group("title"))
+                    ident = arxiv_ref(t.group("ref"))
+                    low = e.get("title", "")
+                    announce = "replace" if "UPDATED" in low else "cross" if "CROSS LISTED" in low else "new"
+            ident = ident or arxiv_ref(link) or arxiv_ref(e.get("id", "") or "")
+            if not ident:
+                result.dropped.append((ref, "no arXiv id in link or description"))
+                continue
+            paper_id, version = ident
+            if announce not in _ANNOUNCE_TYPES:
+                announce = None
+            published = _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed"))
+            _keep(
+                result,
+                seen,
+                ref,
+                {
+                    "id": paper_id,
+                    "version": version,
+                    "title": title,
+                    "abstract": abstract,
+                    "authors": split_authors(e.get("author", "") or ""),
+                    "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
+                    "url": f"https://arxiv.org/abs/{paper_id}",
+                    "pdf_url": f"https://arxiv.org/pdf/{paper_id}" + (f"v{version}" if version else ""),
+                    "published": published or feed_date or fetched_at,
+                    "updated": None,
+                    "source": "arxiv-rss",
+                    "announce_type": announce,
+                },
+            )
+        except _ENTRY_ERRORS as exc:  # one odd entry must not cost the others
+            result.dropped.append((ref, f"unreadable entry: {type(exc).__name__}: {exc}"))
     return result
 
 
@@ -257,42 +310,45 @@ def _parse_arxiv_api(d: Any) -> ParseResult:
     seen: set[tuple[str, int | None]] = set()
     for i, e in enumerate(d.entries):
         ref = _entry_ref(e, i)
-        ident = arxiv_ref(e.get("id", "") or "")
-        if not ident:
-            result.dropped.append((ref, "no arXiv id"))
-            continue
-        paper_id, version = ident
-        pdf = next(
-            (
-                lk["href"]
-                for lk in e.get("links", [])
-                if lk.get("title") == "pdf" or lk.get("type") == "application/pdf"
-            ),
-            None,
-        )
-        primary = (e.get("arxiv_primary_category") or {}).get("term")
-        cats = [t["term"] for t in e.get("tags", []) if t.get("term")]
-        if primary:
-            cats = [primary] + [c for c in cats if c != primary]
-        _keep(
-            result,
-            seen,
-            ref,
-            {
-                "id": paper_id,
-                "version": version,
-                "title": clean_text(e.get("title")),
-                "abstract": clean_text(e.get("summary")),
-                "authors": [clean_text(a.get("name")) for a in e.get("authors", []) if a.get("name")],
-                "categories": cats,
-                "url": f"https://arxiv.org/abs/{paper_id}",
-                "pdf_url": pdf,
-                "published": _struct_to_dt(e.get("published_parsed")),
-                "updated": _struct_to_dt(e.get("updated_parsed")),
-                "source": "arxiv-api",
-                "announce_type": None,
-            },
-        )
+        try:
+            ident = arxiv_ref(e.get("id", "") or "")
+            if not ident:
+                result.dropped.append((ref, "no arXiv id"))
+                continue
+            paper_id, version = ident
+            pdf = next(
+                (
+                    lk["href"]
+                    for lk in e.get("links", [])
+                    if lk.get("title") == "pdf" or lk.get("type") == "application/pdf"
+                ),
+                None,
+            )
+            primary = (e.get("arxiv_primary_category") or {}).get("term")
+            cats = [t["term"] for t in e.get("tags", []) if t.get("term")]
+            if primary:
+                cats = [primary] + [c for c in cats if c != primary]
+            _keep(
+                result,
+                seen,
+                ref,
+                {
+                    "id": paper_id,
+                    "version": version,
+                    "title": clean_text(e.get("title")),
+                    "abstract": clean_text(e.get("summary")),
+                    "authors": [clean_text(a.get("name")) for a in e.get("authors", []) if a.get("name")],
+                    "categories": cats,
+                    "url": f"https://arxiv.org/abs/{paper_id}",
+                    "pdf_url": pdf,
+                    "published": _struct_to_dt(e.get("published_parsed")),
+                    "updated": _struct_to_dt(e.get("updated_parsed")),
+                    "source": "arxiv-api",
+                    "announce_type": None,
+                },
+            )
+        except _ENTRY_ERRORS as exc:  # one odd entry must not cost the others
+            result.dropped.append((ref, f"unreadable entry: {type(exc).__name__}: {exc}"))
     return result
 
 
@@ -306,39 +362,44 @@ def _parse_hf_daily(data: bytes) -> ParseResult:
         raise FeedError("HF daily papers: expected a JSON list of items")
     seen: set[tuple[str, int | None]] = set()
     for i, item in enumerate(items):
-        paper = item.get("paper") if isinstance(item, dict) else None
-        if not isinstance(paper, dict):
-            result.dropped.append((f"item #{i + 1}", "no paper object"))
-            continue
-        raw_id = str(paper.get("id", ""))
-        ident = arxiv_ref(raw_id)
-        if not ident:
-            result.dropped.append((raw_id or f"item #{i + 1}", "no arXiv id"))
-            continue
-        paper_id = ident[0]
-        upvotes = paper.get("upvotes")
-        _keep(
-            result,
-            seen,
-            raw_id,
-            {
-                "id": paper_id,
-                "version": None,
-                "title": clean_text(paper.get("title") or item.get("title")),
-                "abstract": clean_text(paper.get("summary") or item.get("summary")),
-                "authors": [
-                    clean_text(a.get("name")) for a in paper.get("authors", []) if isinstance(a, dict) and a.get("name")
-                ],
-                "categories": [],
-                "url": f"https://arxiv.org/abs/{paper_id}",
-                "pdf_url": f"https://arxiv.org/pdf/{paper_id}",
-                "published": _iso(paper.get("publishedAt")) or _iso(item.get("publishedAt")),
-                "updated": None,
-                "source": "hf-daily",
-                "announce_type": None,
-                "upvotes": upvotes if isinstance(upvotes, int) else None,
-            },
-        )
+        try:
+            paper = item.get("paper") if isinstance(item, dict) else None
+            if not isinstance(paper, dict):
+                result.dropped.append((f"item #{i + 1}", "no paper object"))
+                continue
+            raw_id = str(paper.get("id", ""))
+            ident = arxiv_ref(raw_id)
+            if not ident:
+                result.dropped.append((raw_id or f"item #{i + 1}", "no arXiv id"))
+                continue
+            paper_id = ident[0]
+            upvotes = paper.get("upvotes")
+            _keep(
+                result,
+                seen,
+                raw_id,
+                {
+                    "id": paper_id,
+                    "version": None,
+                    "title": clean_text(paper.get("title") or item.get("title")),
+                    "abstract": clean_text(paper.get("summary") or item.get("summary")),
+                    "authors": [
+                        clean_text(a.get("name"))
+                        for a in paper.get("authors", [])
+                        if isinstance(a, dict) and a.get("name")
+                    ],
+                    "categories": [],
+                    "url": f"https://arxiv.org/abs/{paper_id}",
+                    "pdf_url": f"https://arxiv.org/pdf/{paper_id}",
+                    "published": _iso(paper.get("publishedAt")) or _iso(item.get("publishedAt")),
+                    "updated": None,
+                    "source": "hf-daily",
+                    "announce_type": None,
+                    "upvotes": upvotes if isinstance(upvotes, int) else None,
+                },
+            )
+        except _ENTRY_ERRORS as exc:  # one odd entry must not cost the others
+            result.dropped.append((f"item #{i + 1}", f"unreadable entry: {type(exc).__name__}: {exc}"))
     return result
 
 
@@ -362,34 +423,37 @@ def _parse_rss(d: Any, fetched_at: datetime | None) -> ParseResult:
     feed_date = _struct_to_dt(d.feed.get("updated_parsed") or d.feed.get("published_parsed"))
     for i, e in enumerate(d.entries):
         ref = _entry_ref(e, i)
-        link = (e.get("link") or "").strip()
-        if not link:
-            result.dropped.append((ref, "missing link"))
-            continue
-        doi = _entry_doi(e)
-        ident = arxiv_ref(link)
-        authors = [clean_text(a.get("name")) for a in e.get("authors", []) if a.get("name")]
-        if len(authors) == 1 and "," in authors[0]:
-            authors = split_authors(authors[0])
-        _keep(
-            result,
-            seen,
-            ref,
-            {
-                "id": canonical_id(link, doi),
-                "version": ident[1] if ident else None,
-                "title": clean_text(e.get("title")),
-                "abstract": clean_text(e.get("summary") or (e.get("content") or [{}])[0].get("value")),
-                "authors": authors,
-                "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
-                "url": link,
-                "pdf_url": None,
-                "published": _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed"))
-                or feed_date
-                or fetched_at,
-                "updated": None,
-                "source": "rss",
-                "announce_type": None,
-            },
-        )
+        try:
+            link = (e.get("link") or "").strip()
+            if not link:
+                result.dropped.append((ref, "missing link"))
+                continue
+            doi = _entry_doi(e)
+            ident = arxiv_ref(link)
+            authors = [clean_text(a.get("name")) for a in e.get("authors", []) if a.get("name")]
+            if len(authors) == 1 and "," in authors[0]:
+                authors = split_authors(authors[0])
+            _keep(
+                result,
+                seen,
+                ref,
+                {
+                    "id": canonical_id(link, doi),
+                    "version": ident[1] if ident else None,
+                    "title": clean_text(e.get("title")),
+                    "abstract": clean_text(e.get("summary") or (e.get("content") or [{}])[0].get("value")),
+                    "authors": authors,
+                    "categories": [t["term"] for t in e.get("tags", []) if t.get("term")],
+                    "url": link,
+                    "pdf_url": None,
+                    "published": _struct_to_dt(e.get("published_parsed") or e.get("updated_parsed"))
+                    or feed_date
+                    or fetched_at,
+                    "updated": None,
+                    "source": "rss",
+                    "announce_type": None,
+                },
+            )
+        except _ENTRY_ERRORS as exc:  # one odd entry must not cost the others
+            result.dropped.append((ref, f"unreadable entry: {type(exc).__name__}: {exc}"))
     return result

@@ -124,6 +124,8 @@ def _poll(feed: Feed, settings: Settings, r: redis.Redis, now: datetime) -> dict
             return stats
         result = parse(got.body, feed.kind, fetched_at=now)
         stats["expects_items"] = expects_items(result.kind, got.body, now)
+    for note in result.notes:
+        log.warning("feed %s: %s", feed.name, note)
     for ref, reason in result.dropped:
         log.warning("feed %s: dropped %s: %s", feed.name, ref, reason)
     stats.update(parsed=len(result.papers), dropped=len(result.dropped))

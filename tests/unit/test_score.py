@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
-from consumers.score import ProfileIndex
+from consumers.score import ProfileIndex, Seeds
 from paperwire.models import Paper, Profile
 
 
@@ -37,13 +38,40 @@ def index(**topic) -> ProfileIndex:
 
 
 def test_similarity_threshold_and_keyword_boost():
-    idx = index(min_score=0.5, keywords=["graph"])
+    idx = index(min_score=0.4, keywords=["graph"])
     papers = [paper("close"), paper("far"), paper("boosted", "A graph method.")]
-    vectors = np.stack([unit(1, 0.5), unit(0, 1), unit(1, 1.2)])  # cos ~0.89, 0, ~0.64
+    vectors = np.stack([unit(1, 0.5), unit(0, 1), unit(1, 0.9)])  # cos ~0.89, 0, ~0.74
     got = {m.paper_id: m for m in idx.score(papers, vectors)}
     assert set(got) == {"close", "boosted"}
+    assert got["close"].score == pytest.approx(0.5 * got["close"].reasons.similarity, abs=1e-3)  # no word shared
     assert got["boosted"].reasons.keywords == ["graph"]
-    assert got["boosted"].score > got["boosted"].reasons.similarity
+    assert got["boosted"].reasons.lexical > 0
+    assert got["boosted"].score > got["close"].score  # exact words beat a closer embedding
+
+
+def test_lexical_evidence_lifts_a_paper_over_the_threshold():
+    idx = index(description="Spatial transcriptomics of tumour sections", min_score=0.4)
+    papers = [paper("words", "Spatial transcriptomics maps tumour sections."), paper("none", "A method.")]
+    vectors = np.stack([unit(1, 1.5), unit(1, 1.5)])  # same dense similarity (~0.55), below 0.4 / 0.5
+    got = idx.score(papers, vectors)
+    assert [m.paper_id for m in got] == ["words"]
+    assert got[0].reasons.lexical > 0.3
+
+
+def test_far_pairs_skip_the_lexical_pass_but_followed_authors_do_not():
+    idx = index(description="graph", authors=["Ada Lovelace"], min_score=0.4)
+    papers = [paper("far", "graph graph"), paper("by-ada", "Nothing alike.", authors=["Ada Lovelace"])]
+    got = idx.score(papers, np.stack([unit(-1, 0.1), unit(-1, 0.1)]))  # dense ~ -1: cannot reach 0.4
+    assert [m.paper_id for m in got] == ["by-ada"]
+
+
+def test_match_names_the_closest_seed_paper():
+    profile = Profile(id="u", email="u@example.org", topics=[{"name": "T", "description": "d"}])
+    seeds = {("u", "T"): Seeds(["s-near", "s-far"], np.stack([unit(1, 1), unit(0, 1)]))}
+    idx = ProfileIndex([profile], {("u", "T"): unit(1, 0)}, seeds=seeds)
+    got = idx.score([paper("p"), paper("s-near")], np.stack([unit(1, 0.9), unit(1, 1)]), top=5)
+    reasons = {m.paper_id: m.reasons.seed_paper for m in got}
+    assert reasons == {"p": "s-near", "s-near": "s-far"}  # a seed is never "like itself"
 
 
 def test_exclude_vetoes_even_a_perfect_match():
