@@ -51,6 +51,8 @@ class Reasons(BaseModel):
     authors: list[str] = Field(default_factory=list)
     categories: list[str] = Field(default_factory=list)
     trending: bool = False  # picked for the "Trending today" section, not (only) for a topic
+    lexical: float = 0.0  # TF-IDF cosine between the topic's words and the paper's
+    seed_paper: str | None = None  # the topic's seed paper closest to this paper, if it has seeds
 
 
 class Match(BaseModel):
