@@ -16,8 +16,9 @@ from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 
-from consumers import profile_store
+from consumers import paper_store, profile_store
 from consumers.embed import Embedder, embed_papers
+from consumers.lexical import DocFreq
 from consumers.score import ProfileIndex
 from paperwire import kafka, stream
 from paperwire.errors import PoisonMessage
@@ -44,6 +45,7 @@ class MatcherStage(stream.Stage[Paper]):
         self.settings, self.embedder, self.r, self.producer = settings, embedder, r, producer
         self.version = -1
         self.index = ProfileIndex([], {})
+        self.freq: DocFreq | None = None
         self.stats = {"papers": 0, "matches": 0}
 
     def decode(self, record: ConsumerRecord) -> Paper:
@@ -53,12 +55,17 @@ class MatcherStage(stream.Stage[Paper]):
         current = profile_store.version(self.r, self.settings)
         if current != self.version:
             snap = profile_store.load(self.r, self.settings)
-            self.index = ProfileIndex(snap.profiles, snap.vectors)
+            # Word counts are reread with the profiles: other instances have been adding to them.
+            self.freq = paper_store.doc_freq(self.r, self.settings)
+            self.index = ProfileIndex(snap.profiles, snap.vectors, doc_freq=self.freq, seeds=snap.seeds)
             self.version = snap.version
             log.info("profiles v%d loaded: %d topics", self.version, len(self.index))
 
     def handle(self, papers: list[Paper]) -> None:
         self.refresh_profiles()
+        # Stored first: seed papers and previews find them, and this batch's words count in the IDF.
+        fresh = paper_store.put(self.r, self.settings, papers)
+        paper_store.count_terms(self.r, self.settings, fresh, self.freq)
         vectors = embed_papers(papers, self.embedder, self.r, self.settings)
         by_id = {p.id: p for p in papers}
         matches = self.index.score(papers, vectors)

@@ -39,8 +39,9 @@ def sync_profiles():
         loaded = load([settings.profiles_dir])
         if loaded.problems:
             raise ConfigError("nothing synced; fix these files:\n" + "\n".join(map(str, loaded.problems)))
-        vectors = profile_store.topic_vectors(loaded.profiles, Embedder(settings.model_path))
-        version = profile_store.sync(loaded.profiles, vectors, connect(settings), settings)
+        r = connect(settings)
+        vectors, seeds = profile_store.build(loaded.profiles, Embedder(settings.model_path), r, settings)
+        version = profile_store.sync(loaded.profiles, vectors, r, settings, seeds)
         return {"profiles": len(loaded.profiles), "version": version}
 
     sync()

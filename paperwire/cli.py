@@ -119,13 +119,58 @@ def cmd_profiles_sync(a: argparse.Namespace) -> int:
     if loaded.problems and not a.keep_going:
         print("profiles not synced: fix the files above (or pass --keep-going to sync the valid ones)", file=sys.stderr)
         return 1
-    vectors = profile_store.topic_vectors(loaded.profiles, Embedder(settings.model_path))
+    r = connect(settings)
+    embedder = Embedder(settings.model_path)
+    vectors, seeds = profile_store.build(loaded.profiles, embedder, r, settings, fetch=not a.dry_run)
     if a.dry_run:
         print(f"would sync {len(loaded.profiles)} profiles ({len(vectors)} topics)")
         return 0
-    version = profile_store.sync(loaded.profiles, vectors, connect(settings), settings)
+    version = profile_store.sync(loaded.profiles, vectors, r, settings, seeds)
     print(f"synced {len(loaded.profiles)} profiles ({len(vectors)} topics), version {version}")
     return 1 if loaded.problems else 0
+
+
+def cmd_profiles_preview(a: argparse.Namespace) -> int:
+    from consumers.preview import preview
+    from paperwire.redisio import connect
+
+    settings = _settings()
+    matches = preview(a.user, _duration_s(a.since), settings, connect(settings), top=a.top)
+    for m in matches:
+        r = m.reasons
+        why = [f"dense {r.similarity:.2f}", f"lexical {r.lexical:.2f}"]
+        why += [f"keywords {', '.join(r.keywords)}"] if r.keywords else []
+        why += [f"follows {', '.join(r.authors)}"] if r.authors else []
+        why += [f"like {r.seed_paper}"] if r.seed_paper else []
+        title = m.paper.title if m.paper else ""
+        print(f"{m.score:6.3f}  {m.paper_id:<14} {m.topic[:28]:<28} {title[:70]}  ({'; '.join(why)})")
+    verb = "best papers (thresholds ignored)" if a.top else "papers would have been sent"
+    print(f"{len(matches)} {verb} for {a.user} since {a.since}", file=sys.stderr)
+    return 0
+
+
+def _duration_s(text: str) -> float:
+    units = {"h": 3600, "d": 86400, "w": 7 * 86400}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise PaperwireError(f"--since {text!r}: expected a number and h, d or w, e.g. 7d")
+    return int(text[:-1]) * units[text[-1]]
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from consumers import evaluate
+    from consumers.embed import Embedder
+
+    settings = _settings()
+    paths = [Path(p) for p in a.sets] or evaluate.default_sets()
+    embedder = Embedder(settings.model_path, settings.embed_batch_size)
+    results = {}
+    for path in paths:
+        es = evaluate.load_set(path, Path(a.shared))
+        results[es.name] = evaluate.evaluate(es, embedder)
+        print(evaluate.table(es.name, len(es.papers), len(es.interests), results[es.name], a.per_interest))
+        print()
+    print(evaluate.summary_json(results))
+    return 0
 
 
 def _serve_metrics(settings) -> None:  # noqa: ANN001
@@ -270,6 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("dir")
     ps.add_argument("--dry-run", action="store_true")
     ps.add_argument("--keep-going", action="store_true", help="sync the valid files even if some are broken")
+
+    pp = add("preview", cmd_profiles_preview, "what a user would have received from papers already seen", psub)
+    pp.add_argument("user")
+    pp.add_argument("--since", default="7d", help="how far back: 12h, 7d, 2w (default 7d)")
+    pp.add_argument("--top", type=int, help="show the K best regardless of thresholds, to tune min_score")
+
+    ev = add("eval", cmd_eval, "nDCG@10 and P@5 of TF-IDF, plain embeddings and paperwire on labeled sets")
+    ev.add_argument("sets", nargs="*", help="label files (default: consumers/eval/*.yaml)")
+    ev.add_argument(
+        "--shared",
+        default=str(Path(__file__).resolve().parents[2] / "shared"),
+        help="folder the label files' corpora are read from (default: ../shared)",
+    )
+    ev.add_argument("--per-interest", action="store_true", help="also print nDCG@10 per interest")
 
     mt = add("matcher", cmd_matcher, "run the matcher (consumer group on the papers topic)")
     mt.add_argument("--drain", action="store_true", help="stop once caught up")
