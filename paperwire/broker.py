@@ -8,7 +8,8 @@ stops. For laptops, demos and integration tests; never for production.
 Why the proxies: the mock cluster listens on random loopback ports, and
 ``rd_kafka_mock_broker_set_host_port`` only changes the address it *advertises* in metadata.
 So mock broker ``i`` (1-based) gets a small TCP forwarder on ``host:port+i-1`` and advertises
-exactly that address; clients that reconnect from metadata stay on the proxies.
+exactly that address; clients that reconnect from metadata stay on the proxies. The forwarders
+also reorder one request to work around a mock bug in consumer-group syncing (_SyncGroupGate).
 
 Behaviour of the mock worth knowing (librdkafka 2.16, kafka-python 2.3):
 
@@ -16,8 +17,9 @@ Behaviour of the mock worth knowing (librdkafka 2.16, kafka-python 2.3):
   AllowAutoTopicCreation) with 4 partitions - librdkafka's fixed default, independent of our
   ``partitions`` argument, which only sets what :meth:`DevBroker.create_topic` and
   :func:`serve` use when not told otherwise.
-* There is no CreateTopics API, so ``KafkaAdminClient.create_topics`` fails with
-  IncompatibleBrokerVersion; create topics here instead.
+* There is no CreateTopics API, so ``KafkaAdminClient.create_topics`` fails
+  (IncompatibleBrokerVersion; NodeNotReadyError with a pinned api_version); create topics
+  here or rely on auto-creation.
 * kafka-python should use ``api_version=(2, 3)``: auto-detection logs an ERROR per connection
   (it cannot decode the mock's ApiVersions v4 error reply) and then picks LeaveGroup v3, which
   the mock misparses, so closing consumers never leave their group cleanly.
@@ -202,27 +204,28 @@ class _Proxy:
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="paperwire-broker-proxy", daemon=True)
-        self._routes: list[tuple[str, int, int]] = []
+        self._addresses: list[tuple[str, int]] = []
+        self.upstream_ports: list[int] = []  # the mock brokers' ports, set once it exists
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._gate = _SyncGroupGate()
         self._closing = False
 
-    def start(self, routes: list[tuple[str, int, int]]) -> None:
-        """Listen on each (host, port) and forward to 127.0.0.1:upstream_port."""
-        self._routes = routes
+    def start(self, addresses: list[tuple[str, int]]) -> None:
+        """Listen on each (host, port); connections to the i-th go to upstream_ports[i]."""
+        self._addresses = addresses
         self._thread.start()
-        for route in routes:
-            self._servers.append(self._run(self._listen(*route)))
+        for index in range(len(addresses)):
+            self._servers.append(self._run(self._listen(index)))
 
     def pause(self, index: int) -> None:
-        """Stop listening on route ``index``: clients get "connection refused", as from a
+        """Stop listening on address ``index``: clients get "connection refused", as from a
         dead broker, rather than a connection that drops at once."""
         self._run(self._close_server(self._servers[index]))
 
     def resume(self, index: int) -> None:
         if not self._servers[index].is_serving():
-            self._servers[index] = self._run(self._listen(*self._routes[index]))
+            self._servers[index] = self._run(self._listen(index))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
@@ -232,14 +235,14 @@ class _Proxy:
         server.close()
         await server.wait_closed()
 
-    async def _listen(self, host: str, port: int, upstream: int) -> asyncio.Server:
+    async def _listen(self, index: int) -> asyncio.Server:
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
             self._connections.add(task)
             try:
-                if not self._closing:
-                    await self._forward(reader, writer, upstream)
+                if not self._closing and index < len(self.upstream_ports):
+                    await self._forward(reader, writer, self.upstream_ports[index])
             except asyncio.CancelledError:
                 # Only stop() cancels us. Ending quietly matters: on 3.11 asyncio.streams logs
                 # a cancelled client task as "Exception in callback".
@@ -248,6 +251,7 @@ class _Proxy:
                 writer.close()
                 self._connections.discard(task)
 
+        host, port = self._addresses[index]
         return await asyncio.start_server(on_client, host, port)
 
     async def _forward(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter, upstream: int) -> None:
@@ -263,10 +267,12 @@ class _Proxy:
             # Either side closing ends the connection, as with a real broker socket.
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Close first: stop() may cancel us during the await below. (on_client closes the
+            # client side.)
+            u_writer.close()
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            u_writer.close()  # the client side is closed by on_client
 
     async def _pump_requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Client -> broker goes frame by frame (4-byte size prefix) so the gate can see them.
@@ -337,6 +343,17 @@ class DevBroker:
             return self
         self._lib = lib = _load_librdkafka()
         try:
+            # Claim the fixed addresses before the mock binds its random ports, which could
+            # otherwise take one of ours (test suites ask for free ephemeral ports).
+            self._proxy = _Proxy()
+            try:
+                self._proxy.start([(self.host, self.port + i) for i in range(self.brokers)])
+            except OSError as exc:
+                raise ServiceUnavailable(
+                    f"dev broker cannot listen on {self.bootstrap} ({exc}); "
+                    "is a broker already running there? pick another port"
+                ) from exc
+
             self._rk = self._new_owner_handle(lib)
             self._mcluster = lib.rd_kafka_mock_cluster_new(self._rk, self.brokers)
             if not self._mcluster:
@@ -347,15 +364,7 @@ class DevBroker:
 
             # "127.0.0.1:p1,127.0.0.1:p2,..." in broker-id order.
             bootstraps = lib.rd_kafka_mock_cluster_bootstraps(self._mcluster).decode()
-            mock_ports = [int(addr.rsplit(":", 1)[1]) for addr in bootstraps.split(",")]
-            self._proxy = _Proxy()
-            try:
-                self._proxy.start([(self.host, self.port + i, upstream) for i, upstream in enumerate(mock_ports)])
-            except OSError as exc:
-                raise ServiceUnavailable(
-                    f"dev broker cannot listen on {self.bootstrap}: {exc.strerror or exc} "
-                    "(is a broker already running there? pick another port)"
-                ) from exc
+            self._proxy.upstream_ports = [int(addr.rsplit(":", 1)[1]) for addr in bootstraps.split(",")]
             for broker_id in range(1, self.brokers + 1):
                 lib.rd_kafka_mock_broker_set_host_port(
                     self._mcluster, broker_id, self.host.encode(), self.port + broker_id - 1

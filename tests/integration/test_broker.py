@@ -69,6 +69,15 @@ def send_all(p: KafkaProducer, topic: str, numbers: range) -> None:
     p.flush(timeout=WAIT_S)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_bootstrap_is_the_requested_fixed_address_for_every_broker() -> None:
     port = free_port()
     while not _port_free(port + 1):
@@ -78,20 +87,12 @@ def test_bootstrap_is_the_requested_fixed_address_for_every_broker() -> None:
         p = producer(broker.bootstrap)
         try:
             p.send(fresh("papers"), key="k", value={}).get(timeout=WAIT_S)
-            # Metadata advertises the proxies, not the mock's random ports.
+            # Metadata advertises the proxies, not the mock's random ports (kafka-python has
+            # no public accessor for the broker list).
             advertised = {(b.host, b.port) for b in p._metadata.brokers()}
         finally:
             p.close()
     assert advertised == {("127.0.0.1", port), ("127.0.0.1", port + 1)}
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_port_already_taken_is_service_unavailable() -> None:
