@@ -12,7 +12,7 @@ import logging
 import threading
 
 import redis
-from kafka import KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 
@@ -78,12 +78,20 @@ class MatcherStage(stream.Stage[Paper]):
 
 
 def run(
-    settings: Settings, *, embedder: Embedder | None = None, stop: threading.Event | None = None, drain: bool = False
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    stop: threading.Event | None = None,
+    drain: bool = False,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> dict[str, int]:
+    """Consume until ``stop`` (or caught up, with ``drain``); ``listener`` hears partition moves."""
     r = connect(settings)
     embedder = embedder or Embedder(settings.model_path, settings.embed_batch_size)
     producer = kafka.producer(settings)
     consumer = kafka.consumer(settings, settings.matcher_group, settings.topic_papers)
+    if listener is not None:
+        consumer.subscribe([settings.topic_papers], listener=listener)
     stage = MatcherStage(settings, embedder, r, producer)
     try:
         stats = stream.run(stage, consumer, producer, settings.topic_papers_dlq, stop=stop, drain=drain)
