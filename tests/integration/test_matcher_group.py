@@ -66,7 +66,8 @@ def all_matches(settings) -> list[Match]:  # noqa: ANN001
     """Every record on the matches topic, read to its end."""
     c = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, api_version=(2, 3), enable_auto_commit=False)
     try:
-        parts = [TopicPartition(settings.topic_matches, p) for p in c.partitions_for_topic(settings.topic_matches) or []]
+        topic = settings.topic_matches
+        parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or []]
         if not parts:
             return []
         c.assign(parts)
