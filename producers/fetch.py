@@ -58,7 +58,7 @@ def fetch(
             outcome = _attempt(url, headers, timeout_s, etag, last_modified, final=attempt == attempts)
         if isinstance(outcome, Fetched):
             return outcome
-        delay = outcome.retry_after or backoff_s * 2 ** (attempt - 1)
+        delay = outcome.retry_after if outcome.retry_after is not None else backoff_s * 2 ** (attempt - 1)
         log.warning("fetch %s: %s, retry %d/%d in %.1fs", url, outcome.reason, attempt, attempts, delay)
         time.sleep(delay)  # backoff between attempts; outside the gate so others may go meanwhile
     raise AssertionError("unreachable")

@@ -105,3 +105,62 @@ def test_transient_errors_are_retried_then_reported(feed_server, kafka_settings,
 def test_default_feed_list_is_valid():
     names = [f.name for f in load_feeds(ROOT / "feeds.yaml")]
     assert "hf-daily" in names and any(n.startswith("arxiv") for n in names)
+
+
+@pytest.mark.timeout(20)  # with the 30 s backoff instead of Retry-After: 0 this would take 90 s
+def test_429_waits_for_retry_after_and_5xx_gives_up_after_the_attempts(feed_server):
+    from producers import fetch
+
+    feed_server.fail_next = 1
+    got = fetch.fetch(feed_server.url, user_agent="t", attempts=2, backoff_s=0.01)
+    assert got.status == 200 and len(feed_server.requests) == 2
+
+    class TooMany(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            feed_server.requests.append(dict(self.headers))
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TooMany)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        before = len(feed_server.requests)
+        with pytest.raises(FeedError, match="HTTP 429"):
+            fetch.fetch(f"http://127.0.0.1:{server.server_address[1]}/", user_agent="t", attempts=3, backoff_s=30)
+        # Retry-After: 0 replaced the 30 s backoff, and every attempt was made.
+        assert len(feed_server.requests) - before == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_never_answers_times_out_into_a_feed_error():
+    import socket
+
+    from producers import fetch
+
+    with socket.socket() as listener:  # accepts connections (the backlog) but never replies
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/feed.xml"
+        with pytest.raises(FeedError, match="timed out"):
+            fetch.fetch(url, user_agent="t", timeout_s=0.2, attempts=2, backoff_s=0.01)
+
+
+def test_dropped_entries_are_logged_and_counted_per_feed(feed_server, kafka_settings, redis_client, caplog):
+    # Empty the title of the first item: the paper is dropped, its 39 siblings published.
+    first_item = SAMPLE.index(b"<item")
+    start = SAMPLE.index(b"<title>", first_item) + len(b"<title>")
+    end = SAMPLE.index(b"</title>", start)
+    feed_server.body = SAMPLE[:start] + SAMPLE[end:]
+    feed = Feed(name="dropper", kind="arxiv-rss", url=feed_server.url)
+    with caplog.at_level("WARNING", logger="producers.poll"):
+        stats = poll_feed(feed, kafka_settings)
+    assert (stats["parsed"], stats["dropped"], stats["new"]) == (39, 1, 39)
+    assert any("dropper: dropped" in r.getMessage() and "missing title" in r.getMessage() for r in caplog.records)
+    counters = redis_client.hgetall(kafka_settings.key("feedstats", "dropper"))
+    assert (counters[b"dropped"], counters[b"new"], counters[b"ok"]) == (b"1", b"39", b"1")
