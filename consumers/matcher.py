@@ -10,19 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import UTC, datetime
 
+import numpy as np
 import redis
 from kafka import ConsumerRebalanceListener, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 
-from consumers import paper_store, profile_store
+from consumers import paper_store, profile_store, trending
 from consumers.embed import Embedder, embed_papers
 from consumers.lexical import DocFreq
 from consumers.score import ProfileIndex
 from paperwire import kafka, stream
 from paperwire.errors import PoisonMessage
-from paperwire.models import Paper
+from paperwire.models import Match, Paper, Profile
 from paperwire.redisio import connect
 from paperwire.settings import Settings
 
@@ -46,6 +48,7 @@ class MatcherStage(stream.Stage[Paper]):
         self.version = -1
         self.index = ProfileIndex([], {})
         self.freq: DocFreq | None = None
+        self.profiles: list[Profile] = []
         self.stats = {"papers": 0, "matches": 0}
 
     def decode(self, record: ConsumerRecord) -> Paper:
@@ -58,6 +61,7 @@ class MatcherStage(stream.Stage[Paper]):
             # Word counts are reread with the profiles: other instances have been adding to them.
             self.freq = paper_store.doc_freq(self.r, self.settings)
             self.index = ProfileIndex(snap.profiles, snap.vectors, doc_freq=self.freq, seeds=snap.seeds)
+            self.profiles = snap.profiles
             self.version = snap.version
             log.info("profiles v%d loaded: %d topics", self.version, len(self.index))
 
@@ -69,12 +73,36 @@ class MatcherStage(stream.Stage[Paper]):
         vectors = embed_papers(papers, self.embedder, self.r, self.settings)
         by_id = {p.id: p for p in papers}
         matches = self.index.score(papers, vectors)
+        matches += self.trending(papers, vectors, {(m.user, m.paper_id) for m in matches})
         for m in matches:
             m.paper = by_id[m.paper_id]
             self.producer.send(self.settings.topic_matches, key=m.user.encode(), value=m.model_dump_json().encode())
             log.info("match user=%s paper=%s topic=%r score=%.3f", m.user, m.paper_id, m.topic, m.score)
         self.stats["papers"] += len(papers)
         self.stats["matches"] += len(matches)
+
+    def trending(self, papers: list[Paper], vectors: np.ndarray, already: set[tuple[str, str]]) -> list[Match]:
+        """Trending matches for opted-in readers, at most ``trending.max`` per reader per UTC day."""
+        opted = [p for p in self.profiles if p.enabled and p.trending.enabled]
+        if not opted or not any(p.upvotes is not None for p in papers):
+            return []
+        sims = self.index.similarities(vectors)
+        users = [rule.user for rule in self.index.rules]
+        picked = trending.candidates(papers, opted, already, trending.best_similarities(papers, users, sims, opted))
+        caps = {p.id: p.trending.max for p in opted}
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        out = []
+        for m in picked:
+            key = self.settings.key("trending", m.user, day)
+            # The set makes replays harmless: a paper already counted today is not counted again.
+            if self.r.sadd(key, m.paper_id) == 0:
+                continue
+            self.r.expire(key, 2 * 86400)
+            if self.r.scard(key) > caps[m.user]:
+                self.r.srem(key, m.paper_id)
+                continue
+            out.append(m)
+        return out
 
 
 def run(

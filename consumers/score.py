@@ -167,7 +167,7 @@ class ProfileIndex:
             if match is not None:
                 matches.append(match)
         if top is not None:
-            matches = _top_per_user(matches, top)
+            matches = _top_per_user(matches, top, {p.id: p.upvotes or 0 for p in papers})
         return matches
 
     def _judge(
@@ -213,7 +213,12 @@ def _closest_seed(seeds: Seeds | None, vector: np.ndarray, paper_id: str) -> str
     return None
 
 
-def _top_per_user(matches: list[Match], k: int) -> list[Match]:
+def rank_key(m: Match, upvotes: int) -> tuple[float, int, float, str]:
+    """Best first; scores equal to the hundredth are a near-tie, and upvotes break it."""
+    return (-round(m.score, 2), -upvotes, -m.score, m.paper_id)
+
+
+def _top_per_user(matches: list[Match], k: int, upvotes: dict[str, int]) -> list[Match]:
     best: dict[tuple[str, str], Match] = {}
     for m in matches:  # a paper counts once per user: under its best topic
         key = (m.user, m.paper_id)
@@ -224,5 +229,5 @@ def _top_per_user(matches: list[Match], k: int) -> list[Match]:
         by_user.setdefault(m.user, []).append(m)
     out: list[Match] = []
     for user in sorted(by_user):
-        out.extend(sorted(by_user[user], key=lambda m: (-m.score, m.paper_id))[:k])
+        out.extend(sorted(by_user[user], key=lambda m: rank_key(m, upvotes.get(m.paper_id, 0)))[:k])
     return out

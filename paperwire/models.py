@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 Source = Literal["arxiv-rss", "arxiv-api", "hf-daily", "rss"]
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
@@ -80,6 +80,26 @@ class Topic(BaseModel):
     categories: list[str] = Field(default_factory=list)
     min_score: float | None = Field(default=None, ge=-1.0, le=2.0)
 
+    @field_validator("seed_papers", mode="before")
+    @classmethod
+    def _quoted_ids(cls, value: object) -> object:
+        # YAML reads 2611.90020 as the number 2611.9002: refuse numbers rather than guess the id.
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, int | float):
+                    raise ValueError(f"seed paper id {item!r} must be quoted, e.g. '2611.90024'")
+        return value
+
+
+class Trending(BaseModel):
+    """Opt-in: the day's most upvoted papers (Hugging Face), whatever the topics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    min_upvotes: int = Field(default=20, ge=0)
+    max: int = Field(default=5, ge=1, le=50)  # at most this many trending papers per day
+
 
 class Delivery(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -138,6 +158,17 @@ class Profile(BaseModel):
     enabled: bool = True
     topics: list[Topic] = Field(min_length=1)
     delivery: Delivery = Field(default_factory=Delivery)
+    trending: Trending = Field(default_factory=Trending)
+
+    @model_validator(mode="after")
+    def _trending_in_mail(self) -> Profile:
+        # One switch for the reader: the section enables the mail's "Trending today" part, and
+        # the older ``delivery.trending: true`` alone enables the section with its defaults.
+        if self.trending.enabled:
+            self.delivery.trending = True
+        elif self.delivery.trending:
+            self.trending.enabled = True
+        return self
 
     @field_validator("id")
     @classmethod

@@ -19,7 +19,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from alerts import mailer
 from alerts.deliver import send_due
 from consumers import matcher, profile_store
-from paperwire.models import Match
+from paperwire.models import Match, Profile
 from paperwire.profiles import load
 from producers.parse import parse
 from producers.publish import publish
@@ -168,3 +168,26 @@ def test_two_matchers_split_the_partitions_and_nothing_is_mailed_twice(kafka_set
         per_recipient.setdefault(str(msg["To"]), Counter()).update(str(msg["X-Paperwire-Papers"]).split())
     assert set(per_recipient) == {"ada@example.org", "rosalind@example.org", "wangari@example.org"}
     assert all(max(c.values()) == 1 for c in per_recipient.values()), per_recipient
+
+
+def test_trending_papers_reach_opted_in_readers_capped_per_day(kafka_settings, redis_client, embedder):
+    s, r = kafka_settings, redis_client
+    data = PROFILES["wangari"].model_dump()
+    wangari = Profile.model_validate({**data, "trending": {"enabled": True, "min_upvotes": 10, "max": 2}})
+    rosalind = PROFILES["rosalind"]  # not opted in
+    profile_store.sync([wangari, rosalind], profile_store.topic_vectors([wangari, rosalind], embedder), r, s)
+    votes = {"2611.90005": 40, "2611.90011": 300, "2611.90013": 120, "2611.90021": 5, "2611.90026": 999}
+    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, api_version=(2, 3))
+    try:
+        publish([SAMPLE[i].model_copy(update={"upvotes": v}) for i, v in votes.items()], s, r, producer)
+    finally:
+        producer.close()
+    matcher.run(s, embedder=embedder, drain=True)
+
+    matches = all_matches(s)
+    trend = [m for m in matches if m.reasons.trending]
+    # 2611.90026 (999 votes) matched wangari's remote-sensing topic already, so it is not repeated;
+    # the cap of two keeps the next most upvoted; 2611.90021 is under the floor; rosalind opted out.
+    assert ("wangari", "2611.90026") in {(m.user, m.paper_id) for m in matches if not m.reasons.trending}
+    assert sorted((m.user, m.paper_id) for m in trend) == [("wangari", "2611.90011"), ("wangari", "2611.90013")]
+    assert all(m.topic == "Trending" for m in trend)
