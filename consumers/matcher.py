@@ -29,6 +29,7 @@ from paperwire.redisio import connect
 from paperwire.settings import Settings
 
 log = logging.getLogger(__name__)
+BACKFILL_DAYS = 7  # a new profile gets its matches among the papers seen in the last week
 
 
 def decode_paper(value: bytes | None) -> Paper:
@@ -62,6 +63,7 @@ class MatcherStage(stream.Stage[Paper]):
             self.freq = paper_store.doc_freq(self.r, self.settings)
             self.index = ProfileIndex(snap.profiles, snap.vectors, doc_freq=self.freq, seeds=snap.seeds)
             self.profiles = snap.profiles
+            self.backfill(snap)
             self.version = snap.version
             log.info("profiles v%d loaded: %d topics", self.version, len(self.index))
 
@@ -74,12 +76,40 @@ class MatcherStage(stream.Stage[Paper]):
         by_id = {p.id: p for p in papers}
         matches = self.index.score(papers, vectors)
         matches += self.trending(papers, vectors, {(m.user, m.paper_id) for m in matches})
+        self.publish(matches, by_id)
+        self.stats["papers"] += len(papers)
+        self.stats["matches"] += len(matches)
+
+    def flush(self, force: bool) -> bool:
+        # Called on every turn of the loop, papers or not: a sync (and a new user's backfill)
+        # takes effect within one poll interval even when no papers are arriving.
+        self.refresh_profiles()
+        return True
+
+    def backfill(self, snap: profile_store.Snapshot) -> None:
+        """Send users added by the last sync their matches among the recent papers already seen.
+
+        SPOP hands each new user to exactly one matcher instance, however many are running.
+        """
+        claimed = self.r.spop(self.settings.key("profiles", "new"), 1000) or []
+        users = {u.decode() for u in claimed}
+        profiles = [p for p in snap.profiles if p.id in users]
+        if not profiles:
+            return
+        papers = paper_store.recent(self.r, self.settings, BACKFILL_DAYS * 86400)
+        index = ProfileIndex(profiles, snap.vectors, doc_freq=self.freq, seeds=snap.seeds)
+        matches = index.score(papers, embed_papers(papers, self.embedder, self.r, self.settings)) if papers else []
+        self.publish(matches, {p.id: p for p in papers})
+        self.producer.flush()  # the users are popped: their backfill must be on the broker now
+        log.info(
+            "backfill: %d matches for new users %s from %d recent papers", len(matches), sorted(users), len(papers)
+        )
+
+    def publish(self, matches: list[Match], by_id: dict[str, Paper]) -> None:
         for m in matches:
             m.paper = by_id[m.paper_id]
             self.producer.send(self.settings.topic_matches, key=m.user.encode(), value=m.model_dump_json().encode())
             log.info("match user=%s paper=%s topic=%r score=%.3f", m.user, m.paper_id, m.topic, m.score)
-        self.stats["papers"] += len(papers)
-        self.stats["matches"] += len(matches)
 
     def trending(self, papers: list[Paper], vectors: np.ndarray, already: set[tuple[str, str]]) -> list[Match]:
         """Trending matches for opted-in readers, at most ``trending.max`` per reader per UTC day."""

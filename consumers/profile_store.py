@@ -5,6 +5,7 @@ Layout (under the settings' prefix):
   topic_vectors     hash  "user\\x1ftopic" -> float32 bytes (pulled toward the topic's seed papers)
   seed_vectors      hash  "user\\x1ftopic\\x1fpaper id" -> float32 bytes, for "closest seed paper"
   profiles:version  int   bumped on every sync; running matchers reload when it moves
+  profiles:new      set   users added by a sync and not yet backfilled (a matcher pops them)
 
 One MULTI/EXEC replaces all of them, so a reader (whose snapshot is one MULTI too) sees either
 the old set or the new one, never a mix; users whose files were deleted disappear with it.
@@ -129,6 +130,14 @@ def sync(
     }
     if seed_rows:
         pipe.hset(k_seeds, mapping=seed_rows)
+    # Users new to this sync get a backfill of recent papers from whichever matcher claims them.
+    # (Read before the transaction: a concurrent sync could at worst backfill a user twice, and
+    # the mailer's ledger keeps that from reaching the inbox twice.)
+    before = {u.decode() for u in r.hkeys(k_profiles)}
+    added = sorted({p.id for p in profiles if p.enabled} - before)
+    if added:
+        pipe.sadd(settings.key("profiles", "new"), *added)
+    pipe.srem(settings.key("profiles", "new"), *(before - {p.id for p in profiles}) or ["\x00"])
     pipe.incr(k_version)
     version = int(pipe.execute()[-1])
     log.info("profiles synced: %d users, version %d", len(profiles), version)
