@@ -162,10 +162,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     settings = _settings()
     paths = [Path(p) for p in a.sets] or evaluate.default_sets()
+    sets = [evaluate.load_set(path, Path(a.shared)) for path in paths]  # bad input fails before the model loads
     embedder = Embedder(settings.model_path, settings.embed_batch_size)
     results = {}
-    for path in paths:
-        es = evaluate.load_set(path, Path(a.shared))
+    for es in sets:
         results[es.name] = evaluate.evaluate(es, embedder)
         print(evaluate.table(es.name, len(es.papers), len(es.interests), results[es.name], a.per_interest))
         print()
