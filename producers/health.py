@@ -2,8 +2,9 @@
 
 A feed that errors, or comes back empty on a day it should have items, for ``feed_alert_after``
 consecutive polls makes its poll task fail with a clear message, so the operator sees a red
-square, a log line and a counter. Retries of the same Airflow run count as one poll (keyed by
-run id), so a task's own retries cannot trip the alert on the first bad day.
+square, a log line and a counter. A step of the streak is keyed, so it counts once: retries of
+one Airflow run count as one failed poll (keyed by run id), and one empty listing polled again
+and again counts as one empty poll (keyed by the document's hash).
 
 Everything lives in one hash per feed, ``<prefix>feedstats:<name>``, for a metrics endpoint to
 export: ``polls``, ``ok``, ``not_modified``, ``quiet``, ``errors``, ``empty``, ``dropped``, ``new``,
@@ -78,15 +79,15 @@ class FeedHealth:
                 pipe.hincrby(self.key, name, n)
         pipe.execute()
 
-    def bad_poll(self, run_id: str, reason: str, counter: str, now: datetime) -> int:
-        """Record an error or a wrongly empty poll; return the streak. One per run id."""
+    def bad_poll(self, step: str, reason: str, counter: str, now: datetime) -> int:
+        """Record an error or a wrongly empty poll; return the streak, raised once per ``step``."""
         stamp = now.isoformat()
         pipe = self.r.pipeline()
         pipe.hincrby(self.key, "polls", 1)
         pipe.hincrby(self.key, counter, 1)
         pipe.hset(self.key, mapping={"last_error": reason[:500], "last_poll_at": stamp})
         pipe.execute()
-        return int(self._streak_step(run_id, bump=True))
+        return int(self._streak_step(step, bump=True))
 
     def good_poll(self, run_id: str, counter: str, now: datetime) -> None:
         stamp = now.isoformat()

@@ -231,22 +231,29 @@ def test_empty_weekday_listings_alert_but_weekends_do_not_and_items_reset(
         "/sunday-empty": (rss / "arxive_rss.arxiv.org_cs.LG_fetched2026-08-17_sunday_empty.xml"),
         "/full": (rss / "layareader_rss_arxiv_cs.LG+cs.AI+cs.CL+stat.ML_2026-09-24_4items_new_cross_replace.xml"),
     }
-    current = {"path": "/tuesday-empty"}
-    srv = serve(lambda path, q: (200, {"Content-Type": "application/rss+xml"}, docs[current["path"]].read_bytes()))
+    current = {"path": "/tuesday-empty", "day": "Tue, 05 Mar 2024"}
+
+    def respond(path: str, q: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        body = docs[current["path"]].read_bytes().replace(b"Tue, 05 Mar 2024", current["day"].encode())
+        return 200, {"Content-Type": "application/rss+xml"}, body
+
+    srv = serve(respond)
     cfg = kafka_settings.model_copy(update={"feed_alert_after": 3})
     feed = Feed(name="cs-ai", kind="arxiv-rss", url=f"{srv.base}/rss")
 
     assert poll_feed(feed, cfg)["streak"] == 1
+    assert poll_feed(feed, cfg)["streak"] == 1  # the same empty listing polled again counts once
+    current["day"] = "Wed, 06 Mar 2024"  # the next day's listing is empty too
     assert poll_feed(feed, cfg)["streak"] == 2
     current["path"] = "/sunday-empty"  # the weekend is not a failure, nor a recovery
     assert poll_feed(feed, cfg)["streak"] == 2
     stats = _stats(redis_client, cfg, "cs-ai")
-    assert (stats["empty"], stats["quiet"]) == ("2", "1")
-    current["path"] = "/tuesday-empty"
+    assert (stats["empty"], stats["quiet"], stats["polls"]) == ("3", "1", "4")
+    current["path"], current["day"] = "/tuesday-empty", "Thu, 07 Mar 2024"
     with pytest.raises(FeedError, match="feed cs-ai: ALERT: 3 consecutive polls without items"):
         poll_feed(feed, cfg)
     current["path"] = "/full"
     ok = poll_feed(feed, cfg)
     assert ok["streak"] == 0 and ok["new"] == 4
     stats = _stats(redis_client, cfg, "cs-ai")
-    assert (stats["empty"], stats["alerts"], stats["streak"], stats["new"]) == ("3", "1", "0", "4")
+    assert (stats["empty"], stats["alerts"], stats["streak"], stats["new"]) == ("4", "1", "0", "4")
