@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
+from email.policy import SMTP as _SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -21,6 +22,10 @@ from paperwire.models import Match, Profile
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _ARXIV = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z\-]*(\.[A-Z]{2})?/\d{7})$")
 ABSTRACT_CHARS = 320
+# Fold headers at RFC 5322's hard limit (998), not 78: the signed one-click URL has no whitespace
+# to fold at, and at 78 the email package turns it into RFC 2047 encoded words, which mail
+# clients do not decode in List-Unsubscribe. CRLF line ends: the bytes go to SMTP as they are.
+MAIL_POLICY = _SMTP_POLICY.clone(max_line_length=998)
 TRENDING_MAX = 5  # the "Trending today" section is a taste, not a second digest
 
 _env_html = Environment(
@@ -183,7 +188,7 @@ def render(
 
 
 def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: str) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=_SMTP_POLICY)  # bodies encode under it: quoted-printable lines <= 76
     msg["From"] = sender
     msg["To"] = recipient  # always the profile's own address, never anything from a feed
     msg["Subject"] = email.subject
@@ -193,6 +198,8 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     msg["X-Paperwire-Papers"] = " ".join(email.paper_ids)
     for name, value in email.headers.items():
         msg[name] = value
-    msg.set_content(email.text)
-    msg.add_alternative(email.html, subtype="html")
+    # quoted-printable: 7-bit safe for any relay (no reliance on 8BITMIME), lines stay short.
+    msg.set_content(email.text, cte="quoted-printable")
+    msg.add_alternative(email.html, subtype="html", cte="quoted-printable")
+    msg.policy = MAIL_POLICY  # headers fold when generated: from now on, at 998
     return msg

@@ -120,7 +120,8 @@ async def _send_one(
         try:
             if not smtp.is_connected:
                 await smtp.connect()
-            await smtp.send_message(msg, sender=_sender(msg), recipients=[rcpt])
+            # The bytes as rendered (MAIL_POLICY): send_message would re-fold headers at 78.
+            await smtp.sendmail(_sender(msg), [rcpt], msg.as_bytes())
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise ServiceUnavailable(f"SMTP login refused by {smtp.hostname}: {exc.code} {exc.message}") from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -96,6 +96,9 @@ def test_real_smtp_gets_multipart_mail_with_the_right_headers(settings, redis_cl
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     url = msg["List-Unsubscribe"].strip("<>")
     assert url.startswith(settings.public_url + "/u/") and f'href="{url}"' in html
+    # On the wire the header is the bare <URL> on one line, not RFC 2047 encoded words.
+    raw = eml.read_bytes()
+    assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in raw and b"=?utf-8?" not in raw
     assert verify(settings, url.rsplit("/", 1)[1], action="unsubscribe", user="ada", now=NOW).user == "ada"
 
 

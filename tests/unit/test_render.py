@@ -117,3 +117,12 @@ def test_html_has_no_script_and_inline_styles_only():
     out = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW)
     assert "<script" not in out.html.lower() and "<style" not in out.html.lower()
     assert "max-width:600px" in out.html and 'name="viewport"' in out.html
+
+
+def test_wire_form_keeps_the_unsubscribe_url_whole_and_body_lines_short():
+    url = "http://127.0.0.1:8000/u/" + "x" * 150 + "." + "y" * 43
+    out = render(PROFILE, [match("2611.00001", "T" * 300, 0.9)], kind="daily", now=NOW, unsubscribe_url=url)
+    raw = to_mime(out, sender="paperwire <a@paperwire.localhost>", recipient="u@example.org", now=NOW, user="u")
+    head, _, body = raw.as_bytes().partition(b"\r\n\r\n")
+    assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in head + b"\r\n"  # not RFC 2047 encoded words
+    assert max(len(line) for line in body.split(b"\r\n")) <= 78  # quoted-printable, 7-bit safe
