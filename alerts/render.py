@@ -26,7 +26,7 @@ ABSTRACT_CHARS = 320
 # to fold at, and at 78 the email package turns it into RFC 2047 encoded words, which mail
 # clients do not decode in List-Unsubscribe. CRLF line ends: the bytes go to SMTP as they are.
 MAIL_POLICY = _SMTP_POLICY.clone(max_line_length=998)
-TRENDING_MAX = 5  # the "Trending today" section is a taste, not a second digest
+TRENDING_MAX = 5  # default cap of the "Trending today" section: a taste, not a second digest
 
 _env_html = Environment(
     loader=PackageLoader("alerts", "templates"),
@@ -151,7 +151,9 @@ def render(
     """``updated``: paper ids this reader already received in an earlier version."""
     sections = select(matches, profile.delivery.max_papers)
     shown = {m.paper_id for _, items in sections for m in items}
-    trending = select_trending(matches, shown) if profile.delivery.trending else []
+    # The matcher already caps trending picks per day at profile.trending.max; a digest that
+    # gathers several days keeps the same cap.
+    trending = select_trending(matches, shown, profile.trending.max) if profile.delivery.trending else []
     n = len(shown) + len(trending)
     topics = [one_line(t, 60) for t, _ in sections] + (["trending"] if trending else [])
     noun = "paper" if n == 1 else "papers"
