@@ -270,6 +270,17 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from alerts.web import create_app
+    from paperwire.redisio import connect
+
+    settings = _settings()
+    uvicorn.run(create_app(settings, connect(settings)), host=a.host, port=a.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from paperwire.demo import run_demo
 
@@ -371,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = add("dashboard", cmd_dashboard, "serve the Airflow dashboard of the local (demo) runs on localhost")
     db.add_argument("--port", type=int, default=8080)
+
+    w = add("web", cmd_web, "serve the unsubscribe and feedback links of the emails (PAPERWIRE_PUBLIC_URL)")
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8000)
 
     d = add("demo", cmd_demo, "run the whole pipeline once on embedded defaults")
     d.add_argument("--keep-outbox", action="store_true", help="do not clear the outbox first")

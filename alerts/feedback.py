@@ -1,0 +1,54 @@
+"""Reader feedback from the "more / less like this" links: a layer beside the profile files.
+
+  feedback:<user>    hash  "topic\\x1fpaper" -> "more" | "less"
+  feedback:version   int   bumped on every change, so matchers know to rebuild their vectors
+
+A click is idempotent (the same link twice is one vote) and reversible (undo removes it).
+`paperwire profiles sync` never touches this layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from paperwire.settings import Settings
+
+SEP = "\x1f"
+
+
+@dataclass(frozen=True)
+class Vote:
+    user: str
+    topic: str
+    paper: str
+    direction: str  # "more" | "less"
+
+
+def record(r: redis.Redis, settings: Settings, user: str, topic: str, paper: str, direction: str) -> None:
+    if direction not in ("more", "less"):
+        raise ValueError(f"unknown feedback {direction!r}")
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(settings.key("feedback", user), f"{topic}{SEP}{paper}", direction)
+    pipe.incr(settings.key("feedback", "version"))
+    pipe.execute()
+
+
+def remove(r: redis.Redis, settings: Settings, user: str, topic: str, paper: str) -> None:
+    pipe = r.pipeline(transaction=True)
+    pipe.hdel(settings.key("feedback", user), f"{topic}{SEP}{paper}")
+    pipe.incr(settings.key("feedback", "version"))
+    pipe.execute()
+
+
+def votes(r: redis.Redis, settings: Settings, user: str) -> list[Vote]:
+    out = []
+    for field, direction in r.hgetall(settings.key("feedback", user)).items():
+        topic, paper = field.decode().split(SEP, 1)
+        out.append(Vote(user, topic, paper, direction.decode()))
+    return sorted(out, key=lambda v: (v.topic, v.paper))
+
+
+def version(r: redis.Redis, settings: Settings) -> int:
+    return int(r.get(settings.key("feedback", "version")) or 0)

@@ -1,0 +1,88 @@
+"""`paperwire web` over real HTTP (uvicorn on localhost) with real Redis: signed, tampered,
+foreign and expired tokens; RFC 8058 one-click; pause and resume; feedback and undo."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import uvicorn
+
+from alerts import feedback, recipients
+from alerts.web import create_app
+from paperwire.tokens import sign
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def web(settings, redis_client) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, redis_client), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:  # uvicorn sets it once it listens
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        thread.join(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_one_click_unsubscribe_and_resume(web, settings, redis_client):
+    token = sign(settings, "ada", "unsubscribe")
+    form = httpx.get(f"{web}/u/{token}")
+    assert form.status_code == 200 and "Unsubscribe from paperwire?" in form.text
+    assert recipients.paused(redis_client, settings, "ada") is None  # a GET changes nothing
+
+    one_click = httpx.post(f"{web}/u/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200 and "You are unsubscribed" in one_click.text
+    assert recipients.paused(redis_client, settings, "ada").startswith("unsubscribed by the reader")
+
+    assert "Resume my emails" in httpx.get(f"{web}/u/{token}").text
+    assert httpx.post(f"{web}/u/{token}/resume").status_code == 200
+    assert recipients.paused(redis_client, settings, "ada") is None
+
+    assert httpx.post(f"{web}/u/{token}/pause").status_code == 200
+    assert recipients.paused(redis_client, settings, "ada").startswith("paused by the reader")
+
+
+@pytest.mark.parametrize("how", ["tampered", "other-action", "expired", "garbage"])
+def test_bad_tokens_get_a_clear_page_and_change_nothing(web, settings, redis_client, how):
+    good = sign(settings, "ada", "unsubscribe")
+    token = {
+        "tampered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
+        "other-action": sign(settings, "ada", "more", paper="2611.90001", topic="T"),
+        "expired": sign(settings, "ada", "unsubscribe", now=datetime.now(UTC) - timedelta(days=400)),
+        "garbage": "not-a-token",
+    }[how]
+    resp = httpx.post(f"{web}/u/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert resp.status_code == 400 and "This link cannot be used" in resp.text and "Nothing was changed" in resp.text
+    assert recipients.paused(redis_client, settings, "ada") is None
+
+
+def test_a_token_only_acts_for_its_own_user(web, settings, redis_client):
+    bob = sign(settings, "bob", "unsubscribe")
+    assert httpx.post(f"{web}/u/{bob}").status_code == 200
+    assert recipients.paused(redis_client, settings, "bob") is not None
+    assert recipients.paused(redis_client, settings, "ada") is None
+
+
+def test_feedback_is_recorded_idempotent_and_undoable(web, settings, redis_client):
+    less = sign(settings, "ada", "less", paper="2611.90018", topic="LLM inference efficiency")
+    before = feedback.version(redis_client, settings)
+    for _ in range(2):  # the same link twice is one vote
+        resp = httpx.get(f"{web}/f/less/{less}")
+        assert resp.status_code == 200 and "fewer papers like" in resp.text
+    assert feedback.votes(redis_client, settings, "ada") == [
+        feedback.Vote("ada", "LLM inference efficiency", "2611.90018", "less")]
+    assert feedback.version(redis_client, settings) > before
+
+    assert httpx.get(f"{web}/f/more/{less}").status_code == 400  # a "less" token is not a "more" token
+    assert httpx.post(f"{web}/f/less/{less}/undo").status_code == 200
+    assert feedback.votes(redis_client, settings, "ada") == []
