@@ -64,3 +64,16 @@ def test_validate_cli_exit_codes(tmp_path):
     assert fail.returncode == 1
     assert f"{bad}:5: unknown key 'descripton'" in fail.stderr
     assert f"{bad}:4: missing required key 'topics.0.description'" in fail.stderr
+
+
+def test_trending_section_and_seed_ids_are_validated_with_lines(tmp_path):
+    write(tmp_path, "t.yaml", GOOD + "    seed_papers: [2611.90020]\ntrending:\n  enabled: true\n  max_items: 3\n")
+    write(tmp_path, "ok.yaml", GOOD.replace("grace", "hopper") + "    seed_papers: ['2611.90020']\n"
+          "trending: {enabled: true, min_upvotes: 50, max: 3}\n")
+    loaded = load([tmp_path])
+    lines = sorted(str(p).replace(str(tmp_path) + "/", "") for p in loaded.problems)
+    assert any(line.startswith("t.yaml:6: topics.0.seed_papers:") and "quoted" in line for line in lines), lines
+    assert "t.yaml:9: unknown key 'max_items'" in lines
+    (ok,) = loaded.profiles
+    assert ok.topics[0].seed_papers == ["2611.90020"]
+    assert (ok.trending.enabled, ok.trending.min_upvotes, ok.trending.max, ok.delivery.trending) == (True, 50, 3, True)
