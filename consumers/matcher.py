@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from consumers import paper_store, profile_store, trending
 from consumers.embed import Embedder, embed_papers
+from consumers.fast_embed import make_embedder
 from consumers.lexical import DocFreq
 from consumers.score import ProfileIndex
 from paperwire import kafka, stream
@@ -145,7 +146,7 @@ def run(
 ) -> dict[str, int]:
     """Consume until ``stop`` (or caught up, with ``drain``); ``listener`` hears partition moves."""
     r = connect(settings)
-    embedder = embedder or Embedder(settings.model_path, settings.embed_batch_size)
+    embedder = embedder or make_embedder(settings)
     producer = kafka.producer(settings)
     consumer = kafka.consumer(settings, settings.matcher_group, settings.topic_papers)
     if listener is not None:

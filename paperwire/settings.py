@@ -7,6 +7,7 @@ at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
 
     # Matching and mailing.
     embed_batch_size: int = 64
+    # torch: plain sentence-transformers fp32. onnx: the same model on ONNX Runtime with int8
+    # weights (consumers/fast_embed.py; exported once into <state_dir>/models), ~3x faster.
+    embed_backend: Literal["torch", "onnx"] = "torch"
     coalesce_s: float = 2.0  # an instant burst within this window becomes one email
 
     # Alerts (alerts/, paperwire/tokens.py). The secret signs unsubscribe and feedback links; it may

@@ -1,0 +1,77 @@
+"""The ONNX int8 embedding path stays faithful to plain sentence-transformers fp32.
+
+Faithfulness only: no timing is asserted here (speed is ``make bench``'s business).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state") / "models"  # as under a state dir
+
+
+@pytest.fixture(scope="session")
+def onnx_embedder(onnx_cache: Path):  # noqa: ANN201
+    from consumers.fast_embed import OnnxEmbedder
+
+    return OnnxEmbedder(cache_dir=onnx_cache)
+
+
+@pytest.fixture(scope="session")
+def abstracts(shared_dir: Path) -> list[str]:
+    from consumers.evaluate import read_hf_page
+
+    pairs = read_hf_page((shared_dir / "seed" / "hf_trending_papers_page.txt").read_text(encoding="utf-8"))
+    # Mixed lengths on purpose, so the length-sorted batches reorder them.
+    return [f"{t}. {a}" for t, a in pairs[:10]] + [pairs[10][0], "KV cache quantization"]
+
+
+def test_vectors_close_to_fp32_on_real_abstracts(embedder, onnx_embedder, abstracts) -> None:  # noqa: ANN001
+    ref = embedder.encode(abstracts)
+    fast = onnx_embedder.encode(abstracts)
+    assert fast.shape == ref.shape == (len(abstracts), 384)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-4)
+    cos = (ref * fast).sum(axis=1)
+    assert cos.min() >= 0.98, cos
+
+
+def test_batch_order_is_input_order(onnx_embedder, abstracts) -> None:  # noqa: ANN001
+    one_by_one = np.vstack([onnx_embedder.encode([t]) for t in abstracts])
+    batched = onnx_embedder.encode(abstracts)
+    # Same rows in the same order. Not bit-equal: dynamic quantization scales each batch's
+    # activations by that batch's range, so a text's vector moves a little with its batch-mates.
+    sims = one_by_one @ batched.T
+    assert (sims.argmax(axis=1) == np.arange(len(abstracts))).all()
+    assert np.diag(sims).min() >= 0.98
+
+
+def test_empty_input_and_own_cache_name(onnx_embedder, embedder) -> None:  # noqa: ANN001
+    assert onnx_embedder.encode([]).shape == (0, 384)
+    assert onnx_embedder.name != embedder.name  # its vectors differ, so its Redis cache must too
+
+
+def test_export_is_cached_and_reused(onnx_embedder, onnx_cache: Path) -> None:  # noqa: ANN001
+    from consumers.fast_embed import OnnxEmbedder
+
+    stamp = onnx_embedder.file.stat().st_mtime_ns
+    again = OnnxEmbedder(cache_dir=onnx_cache)
+    assert again.file == onnx_embedder.file
+    assert again.file.stat().st_mtime_ns == stamp
+    assert not list(onnx_cache.rglob("*.tmp"))
+
+
+def test_backend_setting_selects_the_embedder(settings, onnx_cache: Path) -> None:  # noqa: ANN001
+    from consumers.embed import Embedder
+    from consumers.fast_embed import OnnxEmbedder, make_embedder
+
+    assert settings.embed_backend == "torch"
+    assert isinstance(make_embedder(settings), Embedder)
+    fast = make_embedder(settings.model_copy(update={"embed_backend": "onnx", "state_dir": onnx_cache.parent}))
+    assert isinstance(fast, OnnxEmbedder)
