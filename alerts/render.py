@@ -9,6 +9,7 @@ this module stays pure.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -87,7 +88,11 @@ def _why(m: Match) -> str:
     return "; ".join(parts)
 
 
-def _item(m: Match, updated: frozenset[str] = frozenset()) -> dict[str, object]:
+# (action "more"/"less", paper id, topic) -> a signed link; None renders no feedback links.
+FeedbackLinks = Callable[[str, str, str], str] | None
+
+
+def _item(m: Match, updated: frozenset[str] = frozenset(), links: FeedbackLinks = None) -> dict[str, object]:
     paper = m.paper
     assert paper is not None, "matches reaching the mailer carry their paper"
     hf = (
@@ -107,6 +112,8 @@ def _item(m: Match, updated: frozenset[str] = frozenset()) -> dict[str, object]:
         # "updated" only when this reader already got an earlier version (the ledger says so).
         "updated": m.paper_id in updated,
         "version": paper.version or m.version,
+        "more_url": links("more", m.paper_id, m.topic) if links else None,
+        "less_url": links("less", m.paper_id, m.topic) if links else None,
     }
 
 
@@ -147,8 +154,10 @@ def render(
     now: datetime,
     unsubscribe_url: str | None = None,
     updated: frozenset[str] = frozenset(),
+    feedback: FeedbackLinks = None,
 ) -> Email:
-    """``updated``: paper ids this reader already received in an earlier version."""
+    """``updated``: paper ids this reader already received in an earlier version; ``feedback``
+    makes the signed "more/less like this" link of a (paper, topic)."""
     sections = select(matches, profile.delivery.max_papers)
     shown = {m.paper_id for _, items in sections for m in items}
     # The matcher already caps trending picks per day at profile.trending.max; a digest that
@@ -162,14 +171,14 @@ def render(
     context = {
         "subject": subject,
         "preheader": one_line("; ".join(_item(items[0])["title"] for _, items in sections), 140),  # type: ignore[misc]
-        "trending": [_item(m, updated) for m in trending],
+        "trending": [_item(m, updated, feedback) for m in trending],
         "kind_label": {"instant": "alert", "daily": "daily digest", "weekly": "weekly digest"}.get(kind, kind),
         "headline": f"{n} {label}",
         "greeting_name": one_line(profile.name or profile.id, 60),
         "intro": f"here {'is' if n == 1 else 'are'} {n} {noun} matching your interests, best first."
         if n
         else "nothing matched this time.",
-        "sections": [{"title": t, "papers": [_item(m, updated) for m in items]} for t, items in sections],
+        "sections": [{"title": t, "papers": [_item(m, updated, feedback) for m in items]} for t, items in sections],
         "user_id": profile.id,
         "delivery": f"{profile.delivery.mode}",
         "unsubscribe_url": unsubscribe_url,

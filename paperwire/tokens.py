@@ -30,6 +30,7 @@ ACTIONS = frozenset({"unsubscribe", "more", "less"})
 MIN_SECRET_CHARS = 32
 DEV_SECRET = b"paperwire-development-key-not-secret"  # only ever used for localhost links
 UNSUBSCRIBE_TTL = timedelta(days=365)  # mail is read late; a one-click link must keep working
+FEEDBACK_TTL = timedelta(days=90)  # "more/less like this" on an old email matters less
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -133,3 +134,11 @@ def verify(
 
 def unsubscribe_url(settings: Settings, user: str, *, now: datetime | None = None) -> str:
     return settings.public_url.rstrip("/") + "/u/" + sign(settings, user, "unsubscribe", now=now)
+
+
+def feedback_url(
+    settings: Settings, user: str, action: str, paper: str, topic: str, *, now: datetime | None = None
+) -> str:
+    """``/f/more/TOKEN`` or ``/f/less/TOKEN``: one paper under one topic, for ``paperwire web``."""
+    token = sign(settings, user, action, paper=paper, topic=topic, ttl=FEEDBACK_TTL, now=now)
+    return f"{settings.public_url.rstrip('/')}/f/{action}/{token}"

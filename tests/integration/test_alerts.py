@@ -8,6 +8,7 @@ import email
 import email.policy
 import ipaddress
 import logging
+import re
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,6 +101,10 @@ def test_real_smtp_gets_multipart_mail_with_the_right_headers(settings, redis_cl
     raw = eml.read_bytes()
     assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in raw and b"=?utf-8?" not in raw
     assert verify(settings, url.rsplit("/", 1)[1], action="unsubscribe", user="ada", now=NOW).user == "ada"
+    # "More like this" for the paper under its topic, signed for ada, as paperwire web expects it.
+    more = re.search(r'href="(http://127\.0\.0\.1:8000/f/more/([^"]+))"', html)
+    claims = verify(settings, more[2], action="more", user="ada", now=NOW)
+    assert (claims.paper, claims.topic) == ("2611.00001", "Robots")
 
 
 def test_ledger_is_per_version_and_updates_need_the_opt_in(settings, redis_client, smtp):

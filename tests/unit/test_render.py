@@ -126,3 +126,14 @@ def test_wire_form_keeps_the_unsubscribe_url_whole_and_body_lines_short():
     head, _, body = raw.as_bytes().partition(b"\r\n\r\n")
     assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in head + b"\r\n"  # not RFC 2047 encoded words
     assert max(len(line) for line in body.split(b"\r\n")) <= 78  # quoted-printable, 7-bit safe
+
+
+def test_more_and_less_links_per_paper_and_topic():
+    def links(action: str, paper: str, topic: str) -> str:
+        return f"https://x.example/f/{action}/{paper}~{topic}"
+
+    out = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW, feedback=links)
+    assert 'href="https://x.example/f/more/2611.00001~Robots"' in out.html
+    assert 'href="https://x.example/f/less/2611.00001~Robots"' in out.html
+    assert "More like this: https://x.example/f/more/2611.00001~Robots" in out.text
+    assert "f/more" not in render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW).html
