@@ -49,6 +49,8 @@ def cmd_feeds_parse(a: argparse.Namespace) -> int:
     result = parse(data, a.kind)
     for paper in result.papers:
         print(paper.model_dump_json())
+    for note in result.notes:
+        print(f"{a.file}: {note}", file=sys.stderr)
     for ref, reason in result.dropped:
         print(f"{a.file}: dropped {ref}: {reason}", file=sys.stderr)
     return 0

@@ -257,3 +257,23 @@ def test_empty_weekday_listings_alert_but_weekends_do_not_and_items_reset(
     assert ok["streak"] == 0 and ok["new"] == 4
     stats = _stats(redis_client, cfg, "cs-ai")
     assert (stats["empty"], stats["alerts"], stats["streak"], stats["new"]) == ("4", "1", "0", "4")
+
+
+def test_real_stale_repeat_publishes_no_new_paper_only_the_new_versions(kafka_settings, redis_client, shared_dir):
+    """arXiv served 2026-08-20's cs.AI listing again as 2026-08-21's, dates moved, 4 papers at v2."""
+    rss = shared_dir / "real-feeds/arxiv_rss"
+    day = parse((rss / "arxive_rss.arxiv.org_cs.AI_fetched2026-08-21_listing2026-08-20_full.xml").read_bytes())
+    again = parse(
+        (rss / "arxive_rss.arxiv.org_cs.AI_fetched2026-08-22_listing2026-08-21_STALE_REPEAT_of_previous_day.xml")
+        .read_bytes()
+    )
+    producer = kafka.producer(kafka_settings)
+    try:
+        first = publish(day.papers, kafka_settings, redis_client, producer)
+        repeat = publish(again.papers, kafka_settings, redis_client, producer)
+    finally:
+        producer.close()
+    assert (first.new, first.updated, first.known) == (267, 0, 0)
+    assert (repeat.new, repeat.updated, repeat.known) == (0, 4, 263)
+    events = _events(kafka_settings, expected=271)
+    assert sorted(k for k, e, _ in events if e == "updated") == ["2608.18521", "2608.18900", "2608.18936", "2608.19085"]
