@@ -1,0 +1,592 @@
+"""Chaos run: real papers through the real pipeline while faults are injected, then an inbox audit.
+
+``python -m tests.chaos.driver --mode short|long`` (``make chaos`` runs the long mode). It starts
+its own services and touches nothing else:
+
+* the dev broker (``paperwire.broker.DevBroker``) on a free port;
+* a private ``redis-server`` on a free port, with AOF (``appendfsync always``) as the README asks
+  of a deployment, in a temporary folder;
+* an SMTP server (aiosmtpd) whose behaviour can be switched: accept, answer 451, drop the
+  connection after the DATA, or refuse connections (stopped);
+* ``paperwire matcher`` and ``paperwire mailer`` as subprocesses, restarted whenever they die.
+
+Papers are the first papers of a real arXiv cs.LG RSS capture in ``../shared``, read in place
+(120 in the short mode, 520 in the long one). Profiles are generated: each has one topic whose
+description is the title of a paper *not* in the run (real phrasing) and which follows three
+authors of papers in the run, and is mailed instantly. Every topic's ``min_score`` is 1.0: a
+followed author lifts a paper's score to 1.0 and the dense and lexical parts practically never
+reach it, so the followed-author rule decides what matches. That is deliberate: the lexical
+weights are running word counts whose values depend on the order batches arrive in, which the
+faults change; the author rule is order-free, so the expected set of (user, paper) deliveries
+can be computed offline with the same scorer (``consumers.score.ProfileIndex``) and compared
+with the inbox exactly (a pair reached otherwise would show as ``unexpected``). The matcher
+still scores every pair; the driver fills the embedding cache first (``embed_papers``, the
+matcher's own call) so a restart costs seconds, not minutes of re-embedding.
+
+While the papers are published in small chunks, faults are injected one after another at
+random times: ``kill -9`` of the matcher or mailer (restarted at once), the SMTP server
+answering 451, dropping connections or refusing them for a while, the broker down and up or
+answering requests with errors (``push_request_errors``), Redis client connections killed
+(``CLIENT KILL``) and Redis itself killed and restarted from its AOF. Then everything is
+healed, the driver waits until both consumer groups have committed to the end of their topics,
+and prints a JSON summary and, last, ``faults=N expected=M lost=L duplicated=D``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import email
+import email.policy
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTURE = (
+    ROOT.parent
+    / "shared/real-feeds/arxiv_rss/arxive_rss.arxiv.org_cs.LG_fetched2026-05-13_LARGEST_1101items_2.2MB.xml"
+)
+PREFIX = "pwchaos:"
+
+
+@dataclass(frozen=True)
+class Mode:
+    papers: int
+    profiles: int
+    faults: int
+    hold_s: tuple[float, float]  # how long an outage lasts
+    gap_s: tuple[float, float]  # quiet time between two faults
+
+
+MODES = {
+    "short": Mode(papers=120, profiles=200, faults=14, hold_s=(0.5, 3.0), gap_s=(0.5, 2.5)),
+    "long": Mode(papers=520, profiles=220, faults=220, hold_s=(0.3, 3.0), gap_s=(0.2, 1.5)),
+}
+
+# Kafka API keys and retriable error codes for push_request_errors.
+PRODUCE, FETCH, OFFSET_COMMIT, OFFSET_FETCH, HEARTBEAT = 0, 1, 8, 9, 12
+BROKER_ERRORS = {
+    PRODUCE: [6, 7, 19],  # NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS
+    FETCH: [6],
+    OFFSET_COMMIT: [15, 16, 27],  # COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR, REBALANCE_IN_PROGRESS
+    OFFSET_FETCH: [14, 15],  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE
+    HEARTBEAT: [27],
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Any, what: str, timeout_s: float, every_s: float = 0.1) -> Any:
+    """Poll an observable condition until it holds, or raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(Exception):
+            value = condition()
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(every_s)
+
+
+# --- services ---------------------------------------------------------------------------------
+
+
+class ChaosSMTP:
+    """An aiosmtpd handler whose answer is switched by the driver; records what it accepted."""
+
+    def __init__(self) -> None:
+        self.mode = "accept"
+        self.lock = threading.Lock()
+        self.received: list[tuple[str, str, list[str]]] = []  # (envelope rcpt, user, paper ids)
+        self.refused = Counter[str]()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        if self.mode == "451":
+            self.refused["451"] += 1
+            return "451 4.3.0 chaos: try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.mode == "drop":
+            # The connection goes before any reply: the message is not the relay's (nothing kept).
+            self.refused["drop"] += 1
+            server.transport.abort()
+            return "421 4.4.2 dropped"
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.received.append(
+                (",".join(envelope.rcpt_tos), str(msg["X-Paperwire-User"]), str(msg["X-Paperwire-Papers"]).split())
+            )
+        return "250 Message accepted for delivery"
+
+
+class SMTPServer:
+    def __init__(self, handler: ChaosSMTP, port: int) -> None:
+        self.handler, self.port = handler, port
+        self.controller: Any = None
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        wait_until(lambda: self.controller.start() or True, "SMTP server to listen", 20, 0.3)
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+class PrivateRedis:
+    """A redis-server of our own: AOF on, fsync on every write, as a deployment must run it."""
+
+    def __init__(self, workdir: Path, port: int, *, aof: bool = True) -> None:
+        self.dir, self.port, self.aof = workdir, port, aof
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--save", "", *aof, "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        # Loading the AOF can take a moment: PING answers LOADING until it is done.
+        wait_until(lambda: client.ping(), f"redis-server on {self.port}", 30)
+        client.close()
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+class Service:
+    """``paperwire matcher`` or ``paperwire mailer`` as a subprocess, restarted when it dies."""
+
+    def __init__(self, name: str, env: dict[str, str], logdir: Path) -> None:
+        self.name, self.env, self.logdir = name, env, logdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.exits: Counter[int] = Counter()
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.starts += 1
+        logfile = open(self.logdir / f"{self.name}-{self.starts:03d}.log", "wb")  # noqa: SIM115 - child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "paperwire.cli", self.name], env=self.env, cwd=ROOT,
+            stdout=logfile, stderr=subprocess.STDOUT,
+        )
+        logfile.close()
+
+    def kill9(self) -> None:
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+                self.exits[-9] += 1
+                self.start()
+
+    def supervise(self) -> None:
+        """Restart the service if it exited on its own (a crash is a fault's consequence)."""
+        with self.lock:
+            if self.proc is not None and (rc := self.proc.poll()) is not None:
+                self.exits[rc] += 1
+                log.info("%s exited with %d; restarting", self.name, rc)
+                self.start()
+
+    def stop(self) -> int | None:
+        with self.lock:
+            if self.proc is None:
+                return None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def load_papers(n: int) -> tuple[list[Any], list[Any]]:
+    """The first ``n`` papers of the capture (published) and the rest (their titles name topics)."""
+    from producers.parse import parse
+
+    papers = parse(CAPTURE.read_bytes()).papers
+    if len(papers) < n + 100:
+        raise SystemExit(f"{CAPTURE} has {len(papers)} papers; need {n + 100}")
+    return papers[:n], papers[n:]
+
+
+def make_profiles(papers: list[Any], others: list[Any], count: int, rng: random.Random) -> list[Any]:
+    from paperwire.models import Profile
+
+    # Authors whose names look like names (feeds put affiliations in odd places: "Germany)").
+    authors = sorted({a for p in papers for a in p.authors if a[:1].isupper() and ")" not in a and "(" not in a})
+    profiles = []
+    for i in range(count):
+        title = " ".join(others[rng.randrange(len(others))].title.split())
+        profiles.append(
+            Profile.model_validate(
+                {
+                    "id": f"chaos{i:03d}",
+                    "email": f"chaos{i:03d}@example.org",
+                    "topics": [
+                        {
+                            "name": f"interest {i}",
+                            "description": title,
+                            "authors": rng.sample(authors, 3),
+                            "min_score": 1.0,  # a followed author scores 1.0: the order-free rule decides (module doc)
+                        }
+                    ],
+                    "delivery": {"mode": "instant", "max_papers": 200},
+                }
+            )
+        )
+    return profiles
+
+
+def expected_deliveries(profiles: list[Any], vectors: dict[Any, Any], papers: list[Any]) -> set[tuple[str, str]]:
+    import numpy as np
+
+    from consumers.score import ProfileIndex
+
+    index = ProfileIndex(profiles, vectors)
+    # The author rule does not look at paper vectors; zeros keep the offline check cheap. A pair
+    # the dense and lexical parts alone lift to 1.0 would be counted as "unexpected", not hidden.
+    matches = index.score(papers, np.zeros((len(papers), 384), dtype=np.float32))
+    return {(m.user, m.paper_id) for m in matches}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    mode: Mode
+    seed: int
+    workdir: Path
+    faults: Counter[str] = field(default_factory=Counter)
+    publish_retries: int = 0
+
+
+class Chaos:
+    def __init__(self, run: Run) -> None:
+        from paperwire.broker import DevBroker
+        from paperwire.settings import Settings
+
+        self.run, self.rng = run, random.Random(run.seed)
+        self.broker = DevBroker(port=free_port())
+        self.redis = PrivateRedis(run.workdir / "redis", free_port())
+        self.smtp_handler = ChaosSMTP()
+        self.smtp = SMTPServer(self.smtp_handler, free_port())
+        self.settings = Settings(
+            redis_url=self.redis.url,
+            redis_prefix=PREFIX,
+            kafka_bootstrap=self.broker.bootstrap,
+            kafka_api_version="2.3",
+            smtp_port=self.smtp.port,
+            coalesce_s=0.5,
+            smtp_attempts=3,
+            smtp_backoff_s=0.2,
+            state_dir=run.workdir / "state",
+        )
+        s = self.settings
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "PAPERWIRE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "PAPERWIRE_KAFKA_API_VERSION": "2.3",
+            "PAPERWIRE_REDIS_URL": s.redis_url,
+            "PAPERWIRE_REDIS_PREFIX": s.redis_prefix,
+            "PAPERWIRE_SMTP_HOST": "127.0.0.1",
+            "PAPERWIRE_SMTP_PORT": str(s.smtp_port),
+            "PAPERWIRE_SMTP_ATTEMPTS": str(s.smtp_attempts),
+            "PAPERWIRE_SMTP_BACKOFF_S": str(s.smtp_backoff_s),
+            "PAPERWIRE_COALESCE_S": str(s.coalesce_s),
+            "PAPERWIRE_STATE_DIR": str(s.state_dir),
+        }
+        logs = run.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.matcher = Service("matcher", env, logs)
+        self.mailer = Service("mailer", env, logs)
+        self.published = threading.Event()
+        self.stopping = threading.Event()
+
+    # faults, each applied and healed here
+
+    def fault(self) -> str:
+        kinds = [
+            "kill_matcher", "kill_mailer", "kill_mailer", "smtp_451", "smtp_drop", "smtp_refuse",
+            "broker_down", "broker_errors", "broker_errors", "redis_clients", "redis_restart",
+        ]
+        kind = self.rng.choice(kinds)
+        hold = self.rng.uniform(*self.run.mode.hold_s)
+        log.info("fault: %s (%.1fs)", kind, hold)
+        if kind == "kill_matcher":
+            self.matcher.kill9()
+        elif kind == "kill_mailer":
+            self.mailer.kill9()
+        elif kind in ("smtp_451", "smtp_drop"):
+            self.smtp_handler.mode = kind.removeprefix("smtp_")
+            time.sleep(hold)
+            self.smtp_handler.mode = "accept"
+        elif kind == "smtp_refuse":
+            self.smtp.stop()
+            time.sleep(hold)
+            self.smtp.start()
+        elif kind == "broker_down":
+            self.broker.set_down(1)
+            time.sleep(hold)
+            self.broker.set_up(1)
+        elif kind == "broker_errors":
+            api = self.rng.choice(sorted(BROKER_ERRORS))
+            count = self.rng.randint(1, 8 if api == PRODUCE else 3)  # more: the producers retry 5 times
+            codes = [self.rng.choice(BROKER_ERRORS[api]) for _ in range(count)]
+            self.broker.push_request_errors(api, codes)
+            kind = f"broker_errors[{api}]"
+        elif kind == "redis_clients":
+            self.admin().execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        elif kind == "redis_restart":
+            self.redis.kill9()
+            time.sleep(hold / 3)
+            self.redis.start()
+        self.run.faults[kind] += 1
+        return kind
+
+    def admin(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
+
+    # the publisher: papers in small chunks, spread over the fault schedule
+
+    def publish_all(self, papers: list[Any], duration_s: float) -> None:
+        from paperwire import kafka
+        from producers.publish import publish
+
+        chunks: list[list[Any]] = []
+        i = 0
+        while i < len(papers):
+            n = self.rng.randint(1, 8)
+            chunks.append(papers[i : i + n])
+            i += n
+        pause = duration_s / max(1, len(chunks))
+        producer = None
+        for chunk in chunks:
+            while True:
+                try:
+                    producer = producer or kafka.producer(self.settings, retries=10)
+                    publish(chunk, self.settings, self.admin(), producer)
+                    break
+                except Exception as exc:  # noqa: BLE001 - a fault hit the publisher: retry the chunk
+                    log.info("publish retry after %s: %s", type(exc).__name__, exc)
+                    self.run.publish_retries += 1
+                    if producer is not None:
+                        with contextlib.suppress(Exception):
+                            producer.close(timeout=1)
+                    producer = None
+                    time.sleep(0.5)
+            time.sleep(pause * self.rng.uniform(0.2, 1.8))
+        if producer is not None:
+            producer.close()
+        self.published.set()
+
+    def supervise(self) -> None:
+        while not self.stopping.wait(0.2):
+            self.matcher.supervise()
+            self.mailer.supervise()
+
+    def settled(self, monitors: dict[str, Any]) -> bool:
+        """Both groups have committed to the end of their topics."""
+        from kafka import TopicPartition
+
+        for group, topic in (("matcher", self.settings.topic_papers), ("mailer", self.settings.topic_matches)):
+            c = monitors[group]
+            parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
+            if not parts:
+                return False
+            ends = c.end_offsets(parts)
+            if any((c.committed(tp) or 0) < ends[tp] for tp in parts):
+                return False
+        return True
+
+    def execute(self) -> dict[str, Any]:
+        from kafka import KafkaConsumer
+
+        from consumers import profile_store
+        from consumers.embed import Embedder, embed_papers
+
+        mode = self.run.mode
+        papers, others = load_papers(mode.papers)
+        profiles = make_profiles(papers, others, mode.profiles, self.rng)
+        self.broker.start()
+        for topic in ("papers", "matches", "papers.dlq", "matches.dlq"):
+            self.broker.create_topic(topic)
+        self.redis.start()
+        self.smtp.start()
+        embedder = Embedder()
+        vectors = profile_store.topic_vectors(profiles, embedder)
+        profile_store.sync(profiles, vectors, self.admin(), self.settings)
+        # Warm the embedding cache the matcher reads, through its own call: on a busy 2-core
+        # machine a matcher killed mid-embedding would otherwise re-embed for minutes each time.
+        embed_papers(papers, embedder, self.admin(), self.settings)
+        expected = expected_deliveries(profiles, vectors, papers)
+        started = time.monotonic()
+        self.matcher.start()
+        self.mailer.start()
+        supervisor = threading.Thread(target=self.supervise, daemon=True)
+        supervisor.start()
+        # Faults take about this long on average; the papers are spread over it.
+        span = mode.faults * (sum(mode.hold_s) / 2 * 0.6 + sum(mode.gap_s) / 2 + 1.0)
+        publisher = threading.Thread(target=self.publish_all, args=(papers, span), daemon=True)
+        publisher.start()
+        n = 0
+        while n < mode.faults or not self.published.is_set():
+            time.sleep(self.rng.uniform(*mode.gap_s))
+            try:
+                self.fault()
+                n += 1
+            except Exception:
+                log.exception("fault could not be applied")
+        publisher.join()
+        # Heal: everything answers again (faults heal themselves; this is belt and braces).
+        self.smtp_handler.mode = "accept"
+        log.info("faults done (%d); waiting for both groups to commit to the end", n)
+        monitors = {
+            g: KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, api_version=(2, 3),
+                             group_id=getattr(self.settings, f"{g}_group"), enable_auto_commit=False)
+            for g in ("matcher", "mailer")
+        }
+        try:
+            # Settled twice, 3 s apart: the matcher may still be publishing when the mailer catches up.
+            wait_until(lambda: self.settled(monitors), "the pipeline to settle", 900, 1.0)
+            time.sleep(3)
+            wait_until(lambda: self.settled(monitors), "the pipeline to settle", 900, 1.0)
+        finally:
+            for c in monitors.values():
+                c.close()
+        self.stopping.set()
+        supervisor.join()
+        rcs = {"matcher": self.matcher.stop(), "mailer": self.mailer.stop()}
+        elapsed = time.monotonic() - started
+        return self.audit(expected, profiles, elapsed, rcs, len(papers))
+
+    def audit(
+        self, expected: set[tuple[str, str]], profiles: list[Any], elapsed: float, rcs: dict[str, Any], n_papers: int
+    ) -> dict[str, Any]:
+        emails = {p.id: str(p.email) for p in profiles}
+        got: Counter[tuple[str, str]] = Counter()
+        wrong_rcpt = 0
+        for rcpt, user, ids in self.smtp_handler.received:
+            wrong_rcpt += rcpt != emails.get(user)
+            for pid in ids:
+                got[(user, pid)] += 1
+        return {
+            "mode": next(k for k, v in MODES.items() if v == self.run.mode),
+            "seed": self.run.seed,
+            "papers": n_papers,
+            "profiles": len(profiles),
+            "faults": sum(self.run.faults.values()),
+            "fault_kinds": dict(sorted(self.run.faults.items())),
+            "smtp_refusals": dict(self.smtp_handler.refused),
+            "emails": len(self.smtp_handler.received),
+            "expected": len(expected),
+            "lost": len(expected - set(got)),
+            "duplicated": sum(c - 1 for c in got.values() if c > 1),
+            "unexpected": len(set(got) - expected),
+            "wrong_recipient": wrong_rcpt,
+            "lost_pairs": sorted(expected - set(got))[:20],
+            "duplicated_pairs": sorted(k for k, c in got.items() if c > 1)[:20],
+            "restarts": {s.name: dict(s.exits) for s in (self.matcher, self.mailer)},
+            "final_exit_codes": rcs,
+            "publish_retries": self.run.publish_retries,
+            "seconds": round(elapsed, 1),
+        }
+
+    def close(self) -> None:
+        self.stopping.set()
+        for step in (self.matcher.stop, self.mailer.stop, self.smtp.stop, self.broker.stop, self.redis.stop):
+            with contextlib.suppress(Exception):
+                step()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.driver", description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="short")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (service logs) afterwards")
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiosmtpd", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not CAPTURE.is_file():
+        log.error("the arXiv capture is not there: %s", CAPTURE)
+        return 2
+    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 30)
+    workdir = Path(tempfile.mkdtemp(prefix="paperwire-chaos-"))
+    chaos = Chaos(Run(MODES[a.mode], seed, workdir))
+    try:
+        result = chaos.execute()
+    finally:
+        chaos.close()
+        if a.keep:
+            log.info("work folder kept: %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(
+        f"faults={result['faults']} expected={result['expected']} lost={result['lost']} "
+        f"duplicated={result['duplicated']}\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
