@@ -6,7 +6,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test venv lint clean browser screenshots screenshot
+.PHONY: demo test venv lint clean browser screenshots screenshot bench
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/paperwire demo
@@ -42,6 +42,10 @@ screenshot: $(STAMP) browser
 	  status=$$?; rm -rf $$profile; test $$status -eq 0 || exit $$status; \
 	done
 	@echo "wrote docs/email-digest.png and docs/email-digest-phone.png from $(SHOT)/out/rosalind.eml"
+
+# Benchmarks of issue 6: bench/results/<timestamp>.json, and the same JSON as the last line printed.
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 venv: $(STAMP)
 

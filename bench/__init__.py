@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.run`` (``make bench``) prints one JSON object as its last line."""

@@ -1,0 +1,142 @@
+"""What the benchmarks run on: real text, read in place from the shared folder, and synthetic
+profiles built around real paper embeddings.
+
+Real text: the 91 seed papers of the Hugging Face trending page and the full arXiv RSS days in
+``../shared/real-feeds/arxiv_rss/`` (never copied into the project).
+
+Synthetic profiles, for scale: each topic takes a real topic's words (name, description,
+keywords: from the eval label sets and ``profiles/``) and a vector drawn near one to three real
+paper embeddings, ``normalise(mean(papers) + sigma * noise)``. ``sigma`` is calibrated so a
+synthetic topic is as close to its nearest papers as the real topics are to theirs (see
+``calibrate_sigma``), rather than uniform noise, which would be near-orthogonal to every paper
+and match nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from paperwire.models import Delivery, Paper, Profile, Topic
+
+log = logging.getLogger(__name__)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SEED_PAGE = SHARED / "seed" / "hf_trending_papers_page.txt"
+ARXIV_DIR = SHARED / "real-feeds" / "arxiv_rss"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seed_texts() -> list[str]:
+    """Title + abstract of the 91 seed papers, as the matcher embeds them (``Paper.text``)."""
+    from consumers.evaluate import read_hf_page
+
+    return [f"{t}. {a}" for t, a in read_hf_page(SEED_PAGE.read_text(encoding="utf-8"))]
+
+
+def arxiv_files() -> list[Path]:
+    """The full arXiv days, largest first (names say ``full`` or ``LARGEST``)."""
+    files = [p for p in ARXIV_DIR.glob("*.xml") if "full" in p.name or "LARGEST" in p.name]
+    return sorted(files, key=lambda p: -p.stat().st_size)
+
+
+def arxiv_day(n: int = 2000) -> list[Paper]:
+    """``n`` distinct real arXiv papers, from the largest captured days first."""
+    from producers.parse import parse
+
+    seen: dict[str, Paper] = {}
+    for path in arxiv_files():
+        for paper in parse(path.read_bytes(), "auto").papers:
+            seen.setdefault(paper.id, paper)
+        if len(seen) >= n:
+            break
+    papers = list(seen.values())[:n]
+    distinct = len(papers)
+    # The captures hold fewer distinct papers than a busy day; top up with real texts under new
+    # ids (a paper cross-listed again), so every stage still sees n records.
+    for i in range(n - distinct):
+        papers.append(papers[i].model_copy(update={"id": f"{papers[i].id}-r{i}"}))
+    if distinct < n:
+        log.info("%d distinct arXiv papers; %d repeated under new ids to make %d", distinct, n - distinct, n)
+    return papers
+
+
+def real_topics() -> list[Topic]:
+    """Every topic a person wrote: the eval label sets' interests and the example profiles."""
+    topics: list[Topic] = []
+    for path in sorted((ROOT / "consumers" / "eval").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        topics += [Topic.model_validate(item["topic"]) for item in spec["interests"]]
+    for path in sorted((ROOT / "profiles").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        topics += [Topic.model_validate(t) for t in spec.get("topics", [])]
+    return topics
+
+
+def cached_vectors(texts: list[str], embedder, cache_dir: Path) -> np.ndarray:  # noqa: ANN001
+    """Embeddings of ``texts``, cached on disk by content and embedder name (bench set-up only)."""
+    h = hashlib.sha256(embedder.name.encode())
+    for t in texts:
+        h.update(t.encode())
+    path = cache_dir / f"vectors-{h.hexdigest()[:16]}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = embedder.encode(texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def calibrate_sigma(topic_vectors: np.ndarray, paper_vectors: np.ndarray, dim: int = 384) -> tuple[float, float]:
+    """(sigma, target): noise scale that puts a synthetic topic at the real topics' mean best
+    cosine with the corpus. For a unit anchor a and noise n ~ N(0, sigma^2 I), cos(a, a + n) is
+    about 1 / sqrt(1 + sigma^2 dim)."""
+    best = (topic_vectors @ paper_vectors.T).max(axis=1)
+    target = float(np.clip(best.mean(), 0.2, 0.95))
+    return float(np.sqrt((1 / target**2 - 1) / dim)), target
+
+
+def synthetic_vectors(anchors: np.ndarray, n: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """``n`` unit vectors, each near the mean of 1-3 random anchors."""
+    k = rng.integers(1, 4, size=n)
+    picks = rng.integers(0, len(anchors), size=(n, 3))
+    weights = (np.arange(3)[None, :] < k[:, None]).astype(np.float32)
+    centre = (anchors[picks] * weights[:, :, None]).sum(axis=1) / k[:, None]
+    centre /= np.linalg.norm(centre, axis=1, keepdims=True)
+    v = centre + rng.normal(0.0, sigma, size=centre.shape).astype(np.float32)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_profiles(
+    n_users: int,
+    topics_per_user: int,
+    templates: list[Topic],
+    vectors: np.ndarray,
+    *,
+    mode: str = "daily",
+    prefix: str = "u",
+) -> tuple[list[Profile], dict[tuple[str, str], np.ndarray]]:
+    """Profiles whose topics reuse real topics' words (so keyword and exclude rules run as they
+    would) with the synthetic ``vectors`` (``n_users * topics_per_user`` rows)."""
+    profiles: list[Profile] = []
+    out: dict[tuple[str, str], np.ndarray] = {}
+    row = 0
+    for u in range(n_users):
+        uid = f"{prefix}{u:06d}"
+        topics = []
+        for j in range(topics_per_user):
+            base = templates[(u * topics_per_user + j) % len(templates)]
+            topic = base.model_copy(update={"name": f"{base.name} #{j}", "authors": [], "seed_papers": []})
+            topics.append(topic)
+            out[(uid, topic.name)] = vectors[row]
+            row += 1
+        profiles.append(
+            Profile(
+                id=uid, email=f"{uid}@bench.example.org", topics=topics, delivery=Delivery(mode=mode, timezone="UTC")
+            )
+        )
+    return profiles, out

@@ -1,0 +1,133 @@
+"""Latency, publish to SMTP 250, for instant alerts: real dev broker, the machine's Redis (under a
+key prefix of our own, deleted afterwards, never flushed), an aiosmtpd sink, and the real
+matcher and mailer loops (``consumers.matcher.run``, ``alerts.mailer.run``) in threads.
+
+Papers (real arXiv texts) are published at a steady rate; each message the sink accepts names
+its papers in ``X-Paperwire-Papers``; latency = accept time - that paper's publish time, per
+(email, paper). If the matcher cannot keep up, the queue grows and the tail shows it; the run
+stops waiting ``drain_s`` after the last publish and counts what never arrived.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from bench import data
+from bench.mail import SmtpSink
+from bench.match import build
+
+log = logging.getLogger(__name__)
+
+
+def bench_e2e(
+    state: Path,
+    *,
+    rate: float = 10.0,
+    seconds: float = 30.0,
+    users: int = 10_000,
+    coalesce_s: float = 0.5,
+    drain_s: float = 60.0,
+    redis_url: str = "redis://127.0.0.1:6379/0",
+) -> dict:
+    from alerts import mailer
+    from bench.mail import free_port
+    from consumers import matcher, profile_store
+    from consumers.fast_embed import OnnxEmbedder
+    from consumers.score import topic_text
+    from paperwire import kafka
+    from paperwire.broker import DevBroker
+    from paperwire.settings import Settings
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        return {"e2e_error": f"Redis at {redis_url}: {exc}"}
+    tag = uuid.uuid4().hex[:8]
+    emb = OnnxEmbedder(cache_dir=state / "models")
+    papers = data.arxiv_day(2000)
+    anchors = data.cached_vectors([p.text for p in papers], emb, state / "bench")
+    sigma, _ = data.calibrate_sigma(emb.encode([topic_text(t) for t in data.real_topics()]), anchors)
+    profiles, vectors = build(users, anchors, sigma, seed=3, mode="instant")
+    n_papers = int(rate * seconds)
+    # Papers the profiles were not drawn around would be fairer still; these are the day's tail.
+    stream_papers = [p.model_copy(update={"id": f"{p.id}-e{tag}"}) for p in papers[-n_papers:]]
+    with DevBroker(port=free_port()) as broker, SmtpSink() as sink:
+        sink.handler.keep = True
+        settings = Settings(
+            redis_url=redis_url,
+            redis_prefix=f"pwbench:{tag}:",
+            kafka_bootstrap=broker.bootstrap,
+            kafka_api_version="2.3",
+            topic_papers=f"b{tag}.papers",
+            topic_matches=f"b{tag}.matches",
+            topic_papers_dlq=f"b{tag}.papers.dlq",
+            topic_matches_dlq=f"b{tag}.matches.dlq",
+            matcher_group=f"b{tag}-matcher",
+            mailer_group=f"b{tag}-mailer",
+            smtp_host="127.0.0.1",
+            smtp_port=sink.port,
+            coalesce_s=coalesce_s,
+            state_dir=state,
+        )
+        try:
+            profile_store.sync(profiles, vectors, r, settings)
+            stop = threading.Event()
+            results: dict[str, dict] = {}
+            threads = [
+                threading.Thread(target=lambda: results.update(m=matcher.run(settings, embedder=emb, stop=stop))),
+                threading.Thread(target=lambda: results.update(a=mailer.run(settings, stop=stop))),
+            ]
+            for th in threads:
+                th.start()
+            time.sleep(3)  # let both consumer groups get their partitions before the clock starts
+            producer = kafka.producer(settings)
+            published: dict[str, float] = {}
+            t0 = time.perf_counter()
+            for n, p in enumerate(stream_papers):
+                due = t0 + n / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+                published[p.id] = time.time()
+                producer.send(settings.topic_papers, key=p.id.encode(), value=p.model_dump_json().encode())
+                producer.flush()
+            last = time.time()
+            while time.time() - last < drain_s:
+                time.sleep(1)
+                if sink.handler.accepted and time.time() - sink.handler.accepted[-1][0] > 5 and time.time() - last > 5:
+                    break  # nothing new for 5 s after the last publish: the pipeline is idle
+            stop.set()
+            for th in threads:
+                th.join(timeout=120)
+            producer.close()
+        finally:
+            keys = list(r.scan_iter(match=settings.redis_prefix + "*", count=1000))
+            for i in range(0, len(keys), 1000):
+                r.delete(*keys[i : i + 1000])
+    lat = []
+    for accepted_at, content in sink.handler.accepted:
+        msg = email.message_from_bytes(content, policy=email.policy.default)
+        for pid in str(msg.get("X-Paperwire-Papers", "")).split():
+            if pid in published:
+                lat.append(accepted_at - published[pid])
+    arr = np.array(lat) if lat else np.array([np.nan])
+    return {
+        "e2e_p99_s": round(float(np.quantile(arr, 0.99)), 2),
+        "e2e_p50_s": round(float(np.quantile(arr, 0.5)), 2),
+        "e2e_max_s": round(float(arr.max()), 2),
+        "e2e_papers": n_papers,
+        "e2e_rate_papers_per_s": rate,
+        "e2e_profiles": users,
+        "e2e_emails": len(sink.handler.accepted),
+        "e2e_paper_deliveries": len(lat),
+        "e2e_coalesce_s": coalesce_s,
+        "e2e_matcher": {k: v for k, v in results.get("m", {}).items() if isinstance(v, int | float)},
+    }
