@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from alerts import feedback, recipients
+from alerts import recipients
+from consumers import feedback
 from paperwire.settings import Settings
 from paperwire.tokens import Claims, InvalidToken, verify
 

@@ -18,9 +18,10 @@ from kafka import ConsumerRebalanceListener, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 
-from consumers import paper_store, profile_store, trending
+from consumers import feedback, paper_store, profile_store, trending
 from consumers.embed import Embedder, embed_papers
 from consumers.fast_embed import make_embedder
+from consumers.learning import TopicFeedback
 from consumers.lexical import DocFreq
 from consumers.score import ProfileIndex
 from paperwire import kafka, stream
@@ -48,6 +49,7 @@ class MatcherStage(stream.Stage[Paper]):
     def __init__(self, settings: Settings, embedder: Embedder, r: redis.Redis, producer: KafkaProducer) -> None:
         self.settings, self.embedder, self.r, self.producer = settings, embedder, r, producer
         self.version = -1
+        self.feedback_version = -1
         self.index = ProfileIndex([], {})
         self.freq: DocFreq | None = None
         self.profiles: list[Profile] = []
@@ -58,15 +60,43 @@ class MatcherStage(stream.Stage[Paper]):
 
     def refresh_profiles(self) -> None:
         current = profile_store.version(self.r, self.settings)
-        if current != self.version:
+        votes_version = feedback.version(self.r, self.settings)
+        if current != self.version or votes_version != self.feedback_version:
             snap = profile_store.load(self.r, self.settings)
             # Word counts are reread with the profiles: other instances have been adding to them.
             self.freq = paper_store.doc_freq(self.r, self.settings)
-            self.index = ProfileIndex(snap.profiles, snap.vectors, doc_freq=self.freq, seeds=snap.seeds)
+            self.index = ProfileIndex(
+                snap.profiles, snap.vectors, doc_freq=self.freq, seeds=snap.seeds, feedback=self.load_feedback()
+            )
             self.profiles = snap.profiles
-            self.backfill(snap)
-            self.version = snap.version
-            log.info("profiles v%d loaded: %d topics", self.version, len(self.index))
+            if current != self.version:
+                self.backfill(snap)
+            self.version, self.feedback_version = snap.version, votes_version
+            log.info(
+                "profiles v%d loaded: %d topics, feedback on %d",
+                self.version,
+                len(self.index),
+                len(self.index.feedback),
+            )
+
+    def load_feedback(self) -> dict[tuple[str, str], TopicFeedback]:
+        """The readers' votes as vectors of the papers they voted on, per (user, topic)."""
+        votes = feedback.all_votes(self.r, self.settings)
+        if not votes:
+            return {}
+        known = list(paper_store.get_many(self.r, self.settings, sorted({v.paper for v in votes})).values())
+        vectors = dict(
+            zip([p.id for p in known], embed_papers(known, self.embedder, self.r, self.settings), strict=True)
+        )
+        grouped: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
+        for v in votes:
+            if v.paper in vectors:  # a vote on a paper this deployment never stored cannot count
+                grouped.setdefault((v.user, v.topic), {"more": [], "less": []})[v.direction].append(vectors[v.paper])
+
+        def stack(rows: list[np.ndarray]) -> np.ndarray:
+            return np.array(rows, np.float32) if rows else np.zeros((0, 384), np.float32)
+
+        return {key: TopicFeedback(stack(d["more"]), stack(d["less"])) for key, d in grouped.items()}
 
     def handle(self, papers: list[Paper]) -> None:
         self.refresh_profiles()

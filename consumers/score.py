@@ -10,6 +10,8 @@ keywords, pulled toward its seed papers); ``lexical`` is the TF-IDF cosine betwe
 texts, word for word (``consumers.lexical``). Dense catches paraphrase, lexical catches exact
 terms; each fixes the other's misses (see the eval table in the README).
 
+Reader feedback ("more / less like this") adds a bounded nudge per topic (``consumers.learning``).
+
 Rules, in order: a topic's ``categories`` filter, an ``exclude`` term vetoes, a followed author
 always matches (score lifted to at least 1.0), then the topic's ``min_score`` (default 0.40).
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from consumers.learning import TopicFeedback, adjustments
 from consumers.lexical import DocFreq, cosine, tfidf
 from paperwire.models import Match, Paper, Profile, Reasons, Topic
 
@@ -92,6 +95,7 @@ class ProfileIndex:
         *,
         doc_freq: DocFreq | None = None,
         seeds: dict[tuple[str, str], Seeds] | None = None,
+        feedback: dict[tuple[str, str], TopicFeedback] | None = None,
     ) -> None:
         self.doc_freq = doc_freq
         self.rules: list[_Rule] = []
@@ -117,6 +121,8 @@ class ProfileIndex:
         self.matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, 384), np.float32)
         self.thresholds = np.array([r.min_score for r in self.rules], dtype=np.float32)
         self.has_authors = np.array([bool(r.authors) for r in self.rules], dtype=bool)
+        row = {(r.user, r.topic.name): j for j, r in enumerate(self.rules)}
+        self.feedback = {row[key]: fb for key, fb in (feedback or {}).items() if key in row}
         self._query_freq: tuple[int, int] | None = None
 
     def __len__(self) -> int:
@@ -138,8 +144,11 @@ class ProfileIndex:
         if not self.rules or not papers:
             return []
         sims = self.similarities(paper_vectors)  # the one matrix product: every paper x every topic
+        adj = adjustments(paper_vectors, self.feedback, len(self.rules)) if self.feedback else None
         if top is None:
             best_case = DENSE_WEIGHT * sims + LEXICAL_WEIGHT * LEXICAL_CEILING + KEYWORD_WEIGHT
+            if adj is not None:
+                best_case = best_case + adj
             candidates = np.argwhere((best_case >= self.thresholds) | self._followed(papers))
         else:
             candidates = np.argwhere(np.ones_like(sims, dtype=bool))
@@ -162,7 +171,13 @@ class ProfileIndex:
                 rule.query = tfidf(topic_text(rule.topic), freq)
             lexical = cosine(rule.query, paper_terms[i])
             match = self._judge(
-                papers[i], paper_vectors[i], rule, float(sims[i, j]), lexical, ignore_threshold=top is not None
+                papers[i],
+                paper_vectors[i],
+                rule,
+                float(sims[i, j]),
+                lexical,
+                ignore_threshold=top is not None,
+                feedback=float(adj[i, j]) if adj is not None else 0.0,
             )
             if match is not None:
                 matches.append(match)
@@ -171,7 +186,15 @@ class ProfileIndex:
         return matches
 
     def _judge(
-        self, paper: Paper, vector: np.ndarray, rule: _Rule, sim: float, lexical: float, *, ignore_threshold: bool
+        self,
+        paper: Paper,
+        vector: np.ndarray,
+        rule: _Rule,
+        sim: float,
+        lexical: float,
+        *,
+        ignore_threshold: bool,
+        feedback: float = 0.0,
     ) -> Match | None:
         if rule.categories and not rule.categories.intersection(paper.categories):
             return None
@@ -180,6 +203,7 @@ class ProfileIndex:
             return None
         keywords = [k for k, pattern in rule.keywords if pattern.search(text)]
         score = DENSE_WEIGHT * sim + LEXICAL_WEIGHT * lexical + KEYWORD_WEIGHT * min(len(keywords), 3) / 3
+        score += feedback  # the reader's clicks (consumers.learning), bounded and reversible
         authors = [a for a in paper.authors if _norm_author(a) in rule.authors] if rule.authors else []
         if authors:
             score = max(score, AUTHOR_SCORE)
@@ -199,6 +223,7 @@ class ProfileIndex:
                 authors=authors,
                 categories=sorted(rule.categories.intersection(paper.categories)),
                 seed_paper=_closest_seed(rule.seeds, vector, paper.id),
+                feedback=round(feedback, 4),
             ),
         )
 

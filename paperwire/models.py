@@ -53,6 +53,7 @@ class Reasons(BaseModel):
     trending: bool = False  # picked for the "Trending today" section, not (only) for a topic
     lexical: float = 0.0  # TF-IDF cosine between the topic's words and the paper's
     seed_paper: str | None = None  # the topic's seed paper closest to this paper, if it has seeds
+    feedback: float = 0.0  # what the reader's "more / less like this" clicks added (bounded)
 
 
 class Match(BaseModel):

@@ -7,15 +7,19 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 
-from alerts import feedback, recipients
+from alerts import recipients
 from alerts.web import create_app
+from consumers import feedback
 from paperwire.tokens import sign
 from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -86,3 +90,49 @@ def test_feedback_is_recorded_idempotent_and_undoable(web, settings, redis_clien
     assert httpx.get(f"{web}/f/more/{less}").status_code == 400  # a "less" token is not a "more" token
     assert httpx.post(f"{web}/f/less/{less}/undo").status_code == 200
     assert feedback.votes(redis_client, settings, "ada") == []
+
+
+def test_less_like_this_clicks_change_the_next_ranking(web, kafka_settings, settings, redis_client, embedder,
+                                                       shared_dir, request):
+    """On the seed page: an efficient-inference reader says "less like this" to two distributed-
+    training papers that crept into their list. The next ranking drops both and a similar training
+    paper they did not click, keeps the inference papers on top, and undo restores it exactly."""
+    from kafka import KafkaProducer
+
+    from consumers import paper_store, profile_store
+    from consumers.evaluate import load_set
+    from consumers.matcher import MatcherStage
+    from paperwire.models import Profile
+
+    assert kafka_settings.redis_prefix == settings.redis_prefix  # the web service and the matcher share state
+    es = load_set(ROOT / "consumers" / "eval" / "seed.yaml", shared_dir)
+    topic = next(i for i in es.interests if i.id == "llm-inference").topic
+    profile = Profile(id="ada", email="ada@example.org", topics=[topic])
+    profile_store.sync([profile], profile_store.topic_vectors([profile], embedder), redis_client, kafka_settings)
+    paper_store.put(redis_client, kafka_settings, es.papers)
+    producer = KafkaProducer(bootstrap_servers=kafka_settings.kafka_bootstrap, api_version=(2, 3))
+    request.addfinalizer(producer.close)
+    stage = MatcherStage(kafka_settings, embedder, redis_client, producer)
+    vectors = embedder.encode([p.text for p in es.papers])
+
+    def ranking() -> dict[str, tuple[int, float]]:
+        stage.refresh_profiles()
+        top = stage.index.score(es.papers, vectors, top=20)
+        return {m.paper_id: (rank, m.score) for rank, m in enumerate(top)}
+
+    before = ranking()
+    training, similar, inference = ["s48", "s16"], "s91", ["s63", "s15", "s04"]
+    assert all(pid in before for pid in [*training, similar, *inference])
+    tokens = [sign(settings, "ada", "less", paper=pid, topic=topic.name) for pid in training]
+    for token in tokens:
+        assert httpx.get(f"{web}/f/less/{token}").status_code == 200
+
+    after = ranking()
+    for pid in [*training, similar]:  # the clicked ones and their unclicked neighbour fall
+        assert pid not in after or after[pid][0] > before[pid][0], pid
+    assert all(after[pid][0] < 5 for pid in inference)  # the reader's core interest holds
+    assert all(after[pid][1] >= before[pid][1] - 0.05 for pid in inference)  # bounded: barely touched
+
+    for pid, token in zip(training, tokens, strict=True):
+        assert httpx.post(f"{web}/f/less/{token}/undo").status_code == 200, pid
+    assert ranking() == before  # reversible: undo restores the ranking exactly

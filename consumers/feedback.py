@@ -1,7 +1,9 @@
 """Reader feedback from the "more / less like this" links: a layer beside the profile files.
+Written by `paperwire web`, read by the matcher (consumers.learning says what it does).
 
   feedback:<user>    hash  "topic\\x1fpaper" -> "more" | "less"
-  feedback:version   int   bumped on every change, so matchers know to rebuild their vectors
+  feedback:users     set   users who ever voted (so a matcher need not scan)
+  feedback:version   int   bumped on every change, so matchers know to rebuild
 
 A click is idempotent (the same link twice is one vote) and reversible (undo removes it).
 `paperwire profiles sync` never touches this layer.
@@ -31,6 +33,7 @@ def record(r: redis.Redis, settings: Settings, user: str, topic: str, paper: str
         raise ValueError(f"unknown feedback {direction!r}")
     pipe = r.pipeline(transaction=True)
     pipe.hset(settings.key("feedback", user), f"{topic}{SEP}{paper}", direction)
+    pipe.sadd(settings.key("feedback", "users"), user)
     pipe.incr(settings.key("feedback", "version"))
     pipe.execute()
 
@@ -48,6 +51,11 @@ def votes(r: redis.Redis, settings: Settings, user: str) -> list[Vote]:
         topic, paper = field.decode().split(SEP, 1)
         out.append(Vote(user, topic, paper, direction.decode()))
     return sorted(out, key=lambda v: (v.topic, v.paper))
+
+
+def all_votes(r: redis.Redis, settings: Settings) -> list[Vote]:
+    users = sorted(u.decode() for u in r.smembers(settings.key("feedback", "users")))
+    return [v for user in users for v in votes(r, settings, user)]
 
 
 def version(r: redis.Redis, settings: Settings) -> int:
