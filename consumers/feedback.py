@@ -53,6 +53,18 @@ def votes(r: redis.Redis, settings: Settings, user: str) -> list[Vote]:
     return sorted(out, key=lambda v: (v.topic, v.paper))
 
 
+def reset(r: redis.Redis, settings: Settings) -> int:
+    """Forget every reader's votes (only when asked: `profiles sync --reset-feedback`)."""
+    users = [u.decode() for u in r.smembers(settings.key("feedback", "users"))]
+    pipe = r.pipeline(transaction=True)
+    for user in users:
+        pipe.delete(settings.key("feedback", user))
+    pipe.delete(settings.key("feedback", "users"))
+    pipe.incr(settings.key("feedback", "version"))
+    pipe.execute()
+    return len(users)
+
+
 def all_votes(r: redis.Redis, settings: Settings) -> list[Vote]:
     users = sorted(u.decode() for u in r.smembers(settings.key("feedback", "users")))
     return [v for user in users for v in votes(r, settings, user)]

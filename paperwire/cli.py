@@ -129,7 +129,33 @@ def cmd_profiles_sync(a: argparse.Namespace) -> int:
         return 0
     version = profile_store.sync(loaded.profiles, vectors, r, settings, seeds)
     print(f"synced {len(loaded.profiles)} profiles ({len(vectors)} topics), version {version}")
+    if a.reset_feedback:
+        from consumers import feedback
+
+        print(f"cleared the feedback of {feedback.reset(r, settings)} readers")
     return 1 if loaded.problems else 0
+
+
+def cmd_profiles_show(a: argparse.Namespace) -> int:
+    from alerts import recipients
+    from consumers import feedback, profile_store
+    from paperwire.redisio import connect
+
+    settings = _settings()
+    r = connect(settings)
+    profile = profile_store.get_profile(r, settings, a.user)
+    if profile is None:
+        raise PaperwireError(f"no synced profile {a.user!r} (run `paperwire profiles sync DIR`)")
+    print(f"{profile.id} <{profile.email}>  {profile.delivery.mode}, {profile.delivery.timezone}")
+    state = recipients.paused(r, settings, a.user)
+    print(f"mail: {'off - ' + state if state else 'on'}")
+    for topic in profile.topics:
+        print(f"topic: {topic.name}  (min_score {topic.min_score if topic.min_score is not None else 'default'})")
+    votes = feedback.votes(r, settings, a.user)
+    print(f"feedback in effect: {len(votes)}" + ("" if votes else " (none)"))
+    for v in votes:
+        print(f"  {v.direction:<4} like {v.paper:<14} for {v.topic}")
+    return 0
 
 
 def cmd_profiles_preview(a: argparse.Namespace) -> int:
@@ -328,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("dir")
     ps.add_argument("--dry-run", action="store_true")
     ps.add_argument("--keep-going", action="store_true", help="sync the valid files even if some are broken")
+    ps.add_argument("--reset-feedback", action="store_true", help="also forget every reader's more/less clicks")
 
+    sh = add("show", cmd_profiles_show, "a synced user's profile, mail state and the feedback in effect", psub)
+    sh.add_argument("user")
     pp = add("preview", cmd_profiles_preview, "what a user would have received from papers already seen", psub)
     pp.add_argument("user")
     pp.add_argument("--since", default="7d", help="how far back: 12h, 7d, 2w (default 7d)")
