@@ -1,7 +1,7 @@
 """Sending with aiosmtplib: where the relay is, how to talk to it, and what its replies mean.
 
 * Connection: host, port, STARTTLS or implicit TLS, optional CA file and login, from ``Settings``
-  or, inside Airflow tasks, from the Airflow Connection ``paperwire_smtp`` (``with_airflow_connection``).
+  (inside Airflow tasks paperwire.airflow_settings lets the ``paperwire_smtp`` Connection override them).
 * A small pool (``Settings.smtp_pool_size``) of connections, each reused for many messages: at
   most that many messages are in flight at once.
 * Connection errors and transient 4xx replies (421, 450, 451, 452, 454) are retried with
@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
 
 import aiosmtplib
 
@@ -30,7 +29,6 @@ from paperwire.settings import Settings
 log = logging.getLogger(__name__)
 
 TRANSIENT_CODES = {421, 450, 451, 452, 454}
-AIRFLOW_CONN_ID = "paperwire_smtp"
 
 
 @dataclass
@@ -43,43 +41,6 @@ class Outcome:
 
 class TransientFailure(ServiceUnavailable):
     """Retries ran out on a transient error; the caller must not commit."""
-
-
-def with_airflow_connection(settings: Settings, conn: Any) -> Settings:
-    """Settings whose SMTP part comes from an Airflow Connection (host, port, login, password;
-    extras ``starttls``/``tls`` true/false). Call it inside a task, never at DAG parse time."""
-    extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
-
-    def flag(name: str, default: bool) -> bool:
-        value = extra.get(name, default)
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-
-    from pydantic import SecretStr
-
-    update: dict[str, Any] = {
-        "smtp_host": conn.host or settings.smtp_host,
-        "smtp_port": int(conn.port or settings.smtp_port),
-        "smtp_username": conn.login or None,
-        "smtp_password": SecretStr(conn.password) if conn.password else None,
-        "smtp_tls": flag("tls", False),
-        "smtp_starttls": flag("starttls", False),
-    }
-    if extra.get("mail_from"):
-        update["mail_from"] = str(extra["mail_from"])
-    return settings.model_copy(update=update)
-
-
-def airflow_smtp_settings(settings: Settings) -> Settings:
-    """Inside an Airflow task: the ``paperwire_smtp`` Connection if it exists, else ``settings``."""
-    from airflow.sdk import BaseHook
-
-    try:
-        conn = BaseHook.get_connection(AIRFLOW_CONN_ID)
-    except Exception as exc:  # noqa: BLE001 - Airflow raises its own NotFound types across versions
-        log.info("no Airflow connection %r (%s); SMTP from PAPERWIRE_SMTP_* settings", AIRFLOW_CONN_ID, exc)
-        return settings
-    log.info("SMTP from Airflow connection %r (%s:%s)", AIRFLOW_CONN_ID, conn.host, conn.port)
-    return with_airflow_connection(settings, conn)
 
 
 def _client(settings: Settings) -> aiosmtplib.SMTP:

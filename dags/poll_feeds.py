@@ -33,21 +33,21 @@ def poll_feeds():
     @task
     def list_feeds() -> list[dict]:
         """Read the feed list; the only thing fanned out is plain data."""
-        from paperwire.settings import Settings
+        from paperwire.airflow_settings import task_settings
         from producers.feeds import load_feeds
 
-        return [f.model_dump() for f in load_feeds(Settings().feeds_file)]
+        return [f.model_dump() for f in load_feeds(task_settings().feeds_file)]
 
     @task(map_index_template="{{ task.op_kwargs['feed']['name'] }}")
     def poll(feed: dict) -> dict:
         from airflow.sdk import get_current_context
 
-        from paperwire.settings import Settings
+        from paperwire.airflow_settings import task_settings
         from producers.feeds import Feed
         from producers.poll import poll_feed
 
         # The run id lets the feed's failure streak count this run once, however many retries it takes.
-        return poll_feed(Feed.model_validate(feed), Settings(), run_id=get_current_context()["run_id"])
+        return poll_feed(Feed.model_validate(feed), task_settings(), run_id=get_current_context()["run_id"])
 
     poll.expand(feed=list_feeds())
 

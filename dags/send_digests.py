@@ -6,8 +6,8 @@ delivery hour (profile `delivery.hour`, `weekday` and `timezone`) has passed sin
 paper waiting in their digest; time zones and DST come from the IANA database. Instant mail held
 during a reader's quiet hours (`delivery.quiet_hours`) goes out in the first run after they end.
 
-SMTP comes from the Airflow Connection `paperwire_smtp` when it exists (host, port, login,
-password; extras `starttls`/`tls`), else from the `PAPERWIRE_SMTP_*` settings.
+SMTP and Redis come from the Airflow Connections `paperwire_smtp` and `paperwire_redis` when they
+exist, else from the `PAPERWIRE_*` settings (see paperwire/airflow_settings.py).
 
 Matches wait in Redis (`digest:<user>`), put there by the mailer. The sent ledger makes a retry
 of this task harmless: a paper that reached an inbox is never sent again.
@@ -33,11 +33,10 @@ def send_digests():
     @task
     def send_due() -> dict:
         from alerts.deliver import send_due
-        from alerts.send import airflow_smtp_settings
+        from paperwire.airflow_settings import task_settings
         from paperwire.redisio import connect
-        from paperwire.settings import Settings
 
-        settings = airflow_smtp_settings(Settings())  # the Connection is read here, in the task
+        settings = task_settings()  # Airflow Connections are read here, in the task
         result = send_due(settings, connect(settings))
         return {"emails": result.emails, "papers": result.papers, "failed": result.failed}
 

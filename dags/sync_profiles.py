@@ -28,12 +28,12 @@ def sync_profiles():
     def sync() -> dict:
         from consumers import profile_store
         from consumers.embed import Embedder
+        from paperwire.airflow_settings import task_settings
         from paperwire.errors import ConfigError
         from paperwire.profiles import load
         from paperwire.redisio import connect
-        from paperwire.settings import Settings
 
-        settings = Settings()
+        settings = task_settings()
         if not settings.profiles_dir.is_dir():
             raise ConfigError(f"profile folder {settings.profiles_dir} does not exist")
         loaded = load([settings.profiles_dir])

@@ -319,10 +319,10 @@ def test_implicit_tls(settings, redis_client, cert):
 def test_airflow_connection_supplies_the_relay(settings):
     from airflow.models.connection import Connection
 
-    from alerts.send import with_airflow_connection
+    from paperwire.airflow_settings import overrides
 
     conn = Connection(uri="smtp://user:p%40ss@relay.example.org:587?starttls=true&mail_from=alerts%40example.org")
-    s = with_airflow_connection(settings, conn)
+    s = settings.model_copy(update=overrides(smtp=conn))
     assert (s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_starttls, s.smtp_tls) == (
         "relay.example.org", 587, "user", True, False)
     assert s.smtp_password.get_secret_value() == "p@ss" and s.mail_from == "alerts@example.org"
