@@ -15,6 +15,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP as _SMTP_POLICY
 from email.utils import format_datetime, make_msgid
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -102,8 +103,8 @@ def _item(m: Match, updated: frozenset[str] = frozenset(), links: FeedbackLinks 
     )
     return {
         "title": one_line(paper.title, 300),
-        "url": paper.url,
-        "pdf_url": paper.pdf_url,
+        "url": _web(paper.url) or "",
+        "pdf_url": _web(paper.pdf_url),
         "hf_url": hf,
         "authors": _authors(paper.authors),
         "abstract": shorten(paper.abstract),
@@ -115,6 +116,16 @@ def _item(m: Match, updated: frozenset[str] = frozenset(), links: FeedbackLinks 
         "more_url": links("more", m.paper_id, m.topic) if links else None,
         "less_url": links("less", m.paper_id, m.topic) if links else None,
     }
+
+
+def _web(url: str | None) -> str | None:
+    """The link if it is http(s): a feed's link could be ``javascript:`` or ``data:``, which an
+    ``href`` would run or open."""
+    try:
+        scheme = urlsplit(url.strip()).scheme.lower() if url else ""
+    except ValueError:  # e.g. "http://[" (a broken IPv6 host)
+        return None
+    return url if scheme in ("http", "https") else None
 
 
 def _upvotes(m: Match) -> int:
@@ -202,7 +213,9 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     msg = EmailMessage(policy=_SMTP_POLICY)  # bodies encode under it: quoted-printable lines <= 76
     msg["From"] = sender
     msg["To"] = recipient  # always the profile's own address, never anything from a feed
-    msg["Subject"] = email.subject
+    # The email package decodes RFC 2047 encoded words in a value it is given, CR LF included, so a
+    # topic named "=?utf-8?q?=0D=0ABcc:_x?=" would become a header line: break every "=?" first.
+    msg["Subject"] = email.subject.replace("=?", "=\u200b?")
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> "))
     msg["X-Paperwire-User"] = user

@@ -1,0 +1,61 @@
+"""Kafka record values: the matcher's and the mailer's decoders give a value or ``PoisonMessage``
+(which the shared loop dead-letters with its reason), for any bytes at all."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alerts.mailer import decode_match
+from consumers.matcher import decode_paper
+from paperwire.errors import PoisonMessage
+from paperwire.models import Match, Paper, Reasons
+
+PAPER = Paper(id="2611.90001", version=2, title="T", abstract="A", authors=["A B"], url="https://arxiv.org/abs/x",
+              published=datetime(2026, 11, 27, tzinfo=UTC), source="arxiv-rss")
+MATCH = Match(user="ada", topic="t", paper_id=PAPER.id, score=0.5, reasons=Reasons(topic="t", similarity=0.5),
+              paper=PAPER)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@st.composite
+def records(draw: st.DrawFn, valid: dict) -> bytes | None:
+    how = draw(st.sampled_from(["bytes", "json", "edit", "none"]))
+    if how == "none":
+        return None
+    if how == "bytes":
+        return draw(st.binary(max_size=300))
+    if how == "json":
+        return json.dumps(draw(json_values)).encode()
+    doc = json.loads(json.dumps(valid))
+    target = doc["paper"] if "paper" in doc and draw(st.booleans()) else doc
+    target[draw(st.sampled_from(sorted(target)))] = draw(json_values)
+    raw = json.dumps(doc).encode()
+    cut = draw(st.integers(0, len(raw)))
+    return raw if draw(st.booleans()) else raw[:cut]
+
+
+def _check(decode, value: bytes | None, model) -> None:  # noqa: ANN001
+    try:
+        out = decode(value)
+    except PoisonMessage as exc:
+        assert str(exc).strip()
+        return
+    assert isinstance(out, model)
+
+
+@given(value=records(json.loads(PAPER.model_dump_json())))
+def test_paper_records_decode_or_are_poison(value: bytes | None) -> None:
+    _check(decode_paper, value, Paper)
+
+
+@given(value=records(json.loads(MATCH.model_dump_json())))
+def test_match_records_decode_or_are_poison(value: bytes | None) -> None:
+    _check(decode_match, value, Match)
