@@ -27,7 +27,7 @@ from alerts import ledger, recipients
 from alerts.render import render, to_mime
 from alerts.send import send_all
 from consumers import profile_store
-from paperwire import tokens
+from paperwire import metrics, tokens
 from paperwire.models import Match, Profile
 from paperwire.settings import Settings
 
@@ -124,7 +124,13 @@ def deliver(
         out.emails += 1
         out.papers += len(prep.versions)
         out.recipients.append(str(msg["To"]))
-        log.info("sent user=%s papers=%s", prep.user, ",".join(prep.versions))
+        metrics.EMAILS.labels("sent").inc()
+        log.info(
+            "sent user=%s papers=%s",
+            prep.user,
+            ",".join(prep.versions),
+            extra={"user": prep.user, "paper_ids": list(prep.versions)},
+        )
 
     outcomes = asyncio.run(send_all([m for m, _ in messages], settings, accepted))
     for o in outcomes:
@@ -132,6 +138,7 @@ def deliver(
             prep = by_msg[id(o.message)]
             recipients.failed(r, settings, prep.user, f"{o.code} {o.reason}")
             out.failed += 1
+            metrics.EMAILS.labels("failed").inc()
             log.error(
                 "user=%s: permanent failure %s %s; not sent: %s", prep.user, o.code, o.reason, list(prep.versions)
             )

@@ -23,6 +23,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from paperwire import metrics
 from paperwire.errors import ServiceUnavailable
 from paperwire.settings import Settings
 
@@ -111,6 +112,7 @@ async def _send_one(
         if attempt == attempts:
             raise TransientFailure(f"{rcpt}: gave up after {attempts} attempts: {reason}")
         delay = backoff_s * 2 ** (attempt - 1)
+        metrics.EMAILS.labels("retried").inc()
         log.warning("send to %s: %s; retry %d/%d in %.2fs", rcpt, reason, attempt, attempts - 1, delay)
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -24,7 +24,7 @@ from consumers.fast_embed import make_embedder
 from consumers.learning import TopicFeedback
 from consumers.lexical import DocFreq
 from consumers.score import ProfileIndex
-from paperwire import kafka, stream
+from paperwire import kafka, metrics, stream
 from paperwire.errors import PoisonMessage
 from paperwire.models import Match, Paper, Profile
 from paperwire.redisio import connect
@@ -103,13 +103,16 @@ class MatcherStage(stream.Stage[Paper]):
         # Stored first: seed papers and previews find them, and this batch's words count in the IDF.
         fresh = paper_store.put(self.r, self.settings, papers)
         paper_store.count_terms(self.r, self.settings, fresh, self.freq)
-        vectors = embed_papers(papers, self.embedder, self.r, self.settings)
+        with metrics.EMBED_SECONDS.time():
+            vectors = embed_papers(papers, self.embedder, self.r, self.settings)
         by_id = {p.id: p for p in papers}
         matches = self.index.score(papers, vectors)
         matches += self.trending(papers, vectors, {(m.user, m.paper_id) for m in matches})
         self.publish(matches, by_id)
         self.stats["papers"] += len(papers)
         self.stats["matches"] += len(matches)
+        metrics.PAPERS_MATCHED.inc(len(papers))
+        metrics.MATCHES.inc(len(matches))
 
     def flush(self, force: bool) -> bool:
         # Called on every turn of the loop, papers or not: a sync (and a new user's backfill)
@@ -140,7 +143,14 @@ class MatcherStage(stream.Stage[Paper]):
         for m in matches:
             m.paper = by_id[m.paper_id]
             self.producer.send(self.settings.topic_matches, key=m.user.encode(), value=m.model_dump_json().encode())
-            log.info("match user=%s paper=%s topic=%r score=%.3f", m.user, m.paper_id, m.topic, m.score)
+            log.info(
+                "match user=%s paper=%s topic=%r score=%.3f",
+                m.user,
+                m.paper_id,
+                m.topic,
+                m.score,
+                extra={"user": m.user, "paper_id": m.paper_id},
+            )
 
     def trending(self, papers: list[Paper], vectors: np.ndarray, already: set[tuple[str, str]]) -> list[Match]:
         """Trending matches for opted-in readers, at most ``trending.max`` per reader per UTC day."""

@@ -72,7 +72,10 @@ def test_matcher_metrics_health_and_sigterm(kafka_settings, redis_client):
 
         text = wait_for(consumed_all, "6 records consumed")
         assert metric(text, f"paperwire_dead_lettered_total{label}") == 1
+        assert "paperwire_consumer_lag" in text and "paperwire_emails_total" in text
         assert scrape(f"{base}/healthz") == '{"ok": true}'
+        wait_for(lambda: metric(scrape(f"{base}/metrics"), "paperwire_papers_scored_total") == 5, "5 papers scored")
+        assert metric(scrape(f"{base}/metrics"), "paperwire_embed_seconds_count") >= 1
         wait_for(lambda: metric(scrape(f"{base}/metrics"), f"paperwire_commits_total{label}") >= 1, "a commit")
     finally:
         proc.send_signal(signal.SIGTERM)
