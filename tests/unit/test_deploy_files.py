@@ -24,6 +24,7 @@ def test_the_pipeline_is_all_there():
         "mailpit",
         "matcher",
         "mailer",
+        "web",
         "airflow-scheduler",
         "airflow-api-server",
         "airflow-dag-processor",
