@@ -1,0 +1,62 @@
+"""Secrets never reach logs: ``paperwire digests send`` runs with a relay password and a signing
+key set, against a real SMTP server that refuses the login, with debug logging on; neither the
+secrets nor their base64 forms (what AUTH PLAIN/LOGIN put on the wire) appear in its output."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from alerts.deliver import add_pending
+from consumers import profile_store
+from paperwire.models import Match, Paper, Profile, Reasons
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "s3cret-Relay-Passw0rd-7f1c9a"
+SECRET_KEY = "k" * 16 + "-signing-key-never-logged-0123"
+
+
+class Accept:
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        return "250 OK"
+
+
+def _refuse(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN202
+    return AuthResult(success=False, handled=False)
+
+
+def test_password_and_signing_key_stay_out_of_logs(settings, redis_client, embedder):
+    profile = Profile(id="ada", email="ada@example.org", topics=[{"name": "t", "description": "d"}],
+                      delivery={"mode": "daily"})
+    profile_store.sync([profile], profile_store.topic_vectors([profile], embedder), redis_client, settings)
+    paper = Paper(id="2611.00001", title="T", abstract="A", url="https://arxiv.org/abs/2611.00001",
+                  published=datetime(2026, 11, 26, tzinfo=UTC), source="arxiv-rss")
+    add_pending(redis_client, settings, Match(user="ada", topic="t", paper_id=paper.id, score=0.9, paper=paper,
+                                              reasons=Reasons(topic="t", similarity=0.9)), datetime.now(UTC))
+    port = free_port()
+    controller = Controller(Accept(), hostname="127.0.0.1", port=port, auth_require_tls=False,
+                            authenticator=_refuse)
+    controller.start()
+    env = {**os.environ, "PAPERWIRE_REDIS_URL": settings.redis_url, "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,
+           "PAPERWIRE_SMTP_PORT": str(port), "PAPERWIRE_SMTP_USERNAME": "paperwire",
+           "PAPERWIRE_SMTP_PASSWORD": PASSWORD, "PAPERWIRE_SECRET_KEY": SECRET_KEY,
+           "PAPERWIRE_PUBLIC_URL": "https://alerts.example.org", "PAPERWIRE_SMTP_ATTEMPTS": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "paperwire.cli", "-v", "digests", "send", "--force"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        controller.stop()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "login refused" in out, out[-2000:]  # it did try to log in
+    forms = [PASSWORD, SECRET_KEY, base64.b64encode(PASSWORD.encode()).decode(),
+             base64.b64encode(f"\0paperwire\0{PASSWORD}".encode()).decode()]
+    for secret in forms:
+        assert secret not in out
