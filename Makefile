@@ -6,13 +6,22 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test venv lint clean browser screenshots screenshot bench
+.PHONY: demo test venv lint clean browser screenshots screenshot chaos fuzz bench
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/paperwire demo
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Fault injection, long mode: >= 500 papers x >= 200 profiles, >= 200 faults; its last line is
+# "faults=N expected=M lost=L duplicated=D" (make test runs the short mode, tests/chaos/test_chaos.py).
+chaos: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.chaos.driver --mode long $(CHAOS_ARGS)
+
+# Fuzzing, long mode: 2,500 hypothesis examples per target, over 10,000 in all (make test runs 200 each).
+fuzz: $(STAMP)
+	PAPERWIRE_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-show-statistics tests/fuzz
 
 # Headless Chromium for the screenshot tests (Debian's package; nothing is downloaded by a test).
 browser:
