@@ -37,7 +37,7 @@ if held > 0 then return -held end
 local nxt = tonumber(redis.call('GET', KEYS[2]) or '0')
 if now < nxt then return nxt - now end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('SET', KEYS[2], now + tonumber(ARGV[2]), 'PX', tonumber(ARGV[2]) + tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], now + tonumber(ARGV[2]), 'PX', tonumber(ARGV[2]) + tonumber(ARGV[3]) + 1000)
 return 0
 """
 
@@ -49,7 +49,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 local nxt = tonumber(redis.call('GET', KEYS[2]) or '0')
 local want = now + tonumber(ARGV[2])
-if want > nxt then redis.call('SET', KEYS[2], want, 'PX', tonumber(ARGV[2]) * 2) end
+if want > nxt then redis.call('SET', KEYS[2], want, 'PX', tonumber(ARGV[2]) * 2 + 1000) end
 return 1
 """
 

@@ -179,3 +179,19 @@ def test_api_error_feed_is_a_feed_error_with_arxivs_reason(server_factory, setti
         arxiv_api.query(cfg, id_list=["abc"])
     assert arxiv_api.query(cfg, id_list=["0000.0000"]).papers == []
     assert len(srv.queries) == 2  # a 400 is an answer, not something to retry
+
+
+def test_a_zero_interval_limiter_is_just_a_connection_lock(settings, redis_client):
+    limiter = RedisRateLimiter(redis_client, settings.key("ratelimit", "zero"), interval_s=0)
+
+    def redis_ms() -> int:
+        seconds, micros = redis_client.time()
+        return seconds * 1000 + micros // 1000
+
+    for _ in range(3):
+        token = limiter.acquire()
+        started = redis_ms()
+        while redis_ms() == started:  # release in a later millisecond than the acquire, as in real use
+            pass
+        limiter.release(token)  # once failed with "invalid expire time" when the interval was 0
+    assert redis_client.exists(settings.key("ratelimit", "zero", "conn")) == 0
