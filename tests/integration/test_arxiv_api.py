@@ -30,9 +30,13 @@ class RecordingServer:
     """Answers every GET after ``hold_s`` (a slow server widens any overlap) and records arrival
     times, the query strings and the most connections it ever had open at once."""
 
-    def __init__(self, bodies: dict[str, tuple[int, bytes]] | None = None, hold_s: float = 0.05) -> None:
+    def __init__(
+        self, bodies: dict[str, tuple[int, bytes]] | None = None, hold_s: float = 0.05, await_second: bool = False
+    ) -> None:
         self.bodies = bodies or {}
         self.hold_s = hold_s
+        self.await_second = await_second  # hold each answer until a second connection is open (or 5 s)
+        self.second = threading.Event()
         self.arrivals: list[float] = []
         self.queries: list[dict[str, list[str]]] = []
         self.open = 0
@@ -48,9 +52,13 @@ class RecordingServer:
                     outer.arrivals.append(time.monotonic())
                     outer.open += 1
                     outer.max_open = max(outer.max_open, outer.open)
+                    if outer.open >= 2:
+                        outer.second.set()
                     query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                     outer.queries.append(query)
                 try:
+                    if outer.await_second:
+                        outer.second.wait(timeout=5)
                     time.sleep(outer.hold_s)  # the simulated server's work, not a wait for an event
                     key = (query.get("id_list") or query.get("search_query") or [""])[0]
                     status, body = outer.bodies.get(key, (200, b"<feed xmlns='http://www.w3.org/2005/Atom'/>"))
@@ -134,7 +142,7 @@ def test_two_workers_share_one_pace_and_one_connection(server_factory, settings,
 
 def test_the_server_does_see_overlap_without_the_limiter(server_factory):
     """The control for the test above: the same two workers, ungated, do overlap."""
-    srv = server_factory(hold_s=0.3)
+    srv = server_factory(hold_s=0, await_second=True)
     assert _workers(2, 1, srv.url, lambda i: None) == []
     assert srv.max_open == 2
 
