@@ -60,3 +60,29 @@ def test_password_and_signing_key_stay_out_of_logs(settings, redis_client, embed
              base64.b64encode(f"\0paperwire\0{PASSWORD}".encode()).decode()]
     for secret in forms:
         assert secret not in out
+
+
+DAG_FIELDS = """
+import sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+assert not bag.import_errors, bag.import_errors
+for dag in bag.dags.values():
+    for task in dag.tasks:
+        print(dag.dag_id, task.task_id, [(f, repr(getattr(task, f, None))) for f in task.template_fields])
+        print(repr(getattr(task, "partial_kwargs", "")), repr(getattr(task, "expand_input", "")))
+"""
+
+
+def test_secrets_stay_out_of_the_dags_task_fields(tmp_path):
+    """Airflow renders and shows a task's template fields (op_args, op_kwargs, ...): the DAGs pass
+    tasks plain data only and build Settings inside the task, so no secret can be among them."""
+    from paperwire.airflow_local import airflow_env
+
+    env = airflow_env(tmp_path, ROOT / "dags", {"PAPERWIRE_SMTP_PASSWORD": PASSWORD,
+                                                "PAPERWIRE_SECRET_KEY": SECRET_KEY})
+    proc = subprocess.run([sys.executable, "-c", DAG_FIELDS, str(ROOT / "dags")], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "poll_feeds poll" in proc.stdout and "send_digests send_due" in proc.stdout
+    assert PASSWORD not in proc.stdout + proc.stderr and SECRET_KEY not in proc.stdout + proc.stderr
