@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import redis
@@ -57,91 +58,82 @@ def button(action: str, label: str, primary: bool = True) -> str:
     return _BUTTON.format(action=html.escape(action, quote=True), label=html.escape(label), bg=bg, fg=fg)
 
 
+Handler = Callable[[Request, Claims], Awaitable[Response]]
+
+
 def create_app(settings: Settings, r: redis.Redis) -> Starlette:
-    def claims(request: Request, action: str) -> Claims:
-        return verify(settings, request.path_params["token"], action=action)
+    def signed(action: str | None = None) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+        """The one place a token is checked: a refused token never reaches the handler."""
 
-    def refused(exc: InvalidToken) -> HTMLResponse:
-        log.info("refused a link: %s", exc)
-        return page("This link cannot be used",
-                    f"<p>{html.escape(str(exc))}.</p><p>Nothing was changed. Use the links in your most recent "
-                    "email from paperwire.</p>", status=400)
+        def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+            async def endpoint(request: Request) -> Response:
+                wanted = action or request.path_params["action"]
+                if wanted not in ("unsubscribe", "more", "less"):
+                    return page("Unknown link", "<p>Nothing was changed.</p>", status=404)
+                try:
+                    claims = verify(settings, request.path_params["token"], action=wanted)
+                except InvalidToken as exc:
+                    log.info("refused a link: %s", exc)
+                    return page("This link cannot be used",
+                                f"<p>{html.escape(str(exc))}.</p><p>Nothing was changed. Use the links in your "
+                                "most recent email from paperwire.</p>", status=400)
+                return await handler(request, claims)
 
-    async def unsubscribe_form(request: Request) -> Response:
-        try:
-            c = claims(request, "unsubscribe")
-        except InvalidToken as exc:
-            return refused(exc)
-        base = f"/u/{request.path_params['token']}"
+            return endpoint
+
+        return wrap
+
+    def base(request: Request) -> str:
+        return f"/u/{request.path_params['token']}"
+
+    @signed("unsubscribe")
+    async def unsubscribe_form(request: Request, c: Claims) -> Response:
         state = recipients.paused(r, settings, c.user)
         if state:
             return page("Your paperwire mail is off",
                         f"<p>Mail for <b>{html.escape(c.user)}</b> is off ({html.escape(state)}).</p>"
-                        + button(f"{base}/resume", "Resume my emails"))
+                        + button(f"{base(request)}/resume", "Resume my emails"))
         return page("Unsubscribe from paperwire?",
                     f"<p>Stop all paperwire email for <b>{html.escape(c.user)}</b>. Your profile file is kept; "
-                    "you can resume at any time from this page.</p>"
-                    + button(base, "Unsubscribe") + button(f"{base}/pause", "Just pause for now", primary=False))
+                    "you can resume at any time from this page.</p>" + button(base(request), "Unsubscribe")
+                    + button(f"{base(request)}/pause", "Just pause for now", primary=False))
 
-    async def unsubscribe(request: Request) -> Response:
+    def stop_mail(request: Request, c: Claims, why: str, title: str, text: str) -> Response:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        r.hset(settings.key("paused"), c.user, f"{why} on {stamp}")
+        log.info("user=%s %s", c.user, why, extra={"user": c.user})
+        return page(title, f"<p>{text}</p>" + button(f"{base(request)}/resume", "Resume my emails", primary=False))
+
+    @signed("unsubscribe")
+    async def unsubscribe(request: Request, c: Claims) -> Response:
         # RFC 8058: mail clients POST "List-Unsubscribe=One-Click" here; a person's button posts nothing.
         # Either way the signed token is the whole authorisation, so both take effect at once.
-        try:
-            c = claims(request, "unsubscribe")
-        except InvalidToken as exc:
-            return refused(exc)
-        set_state(c.user, UNSUBSCRIBED)
-        base = f"/u/{request.path_params['token']}"
-        return page("You are unsubscribed",
-                    f"<p>paperwire will not email <b>{html.escape(c.user)}</b> again.</p>"
-                    + button(f"{base}/resume", "Undo: resume my emails", primary=False))
+        return stop_mail(request, c, UNSUBSCRIBED, "You are unsubscribed",
+                         f"paperwire will not email <b>{html.escape(c.user)}</b> again.")
 
-    async def pause(request: Request) -> Response:
-        try:
-            c = claims(request, "unsubscribe")
-        except InvalidToken as exc:
-            return refused(exc)
-        set_state(c.user, PAUSED)
-        base = f"/u/{request.path_params['token']}"
-        return page("Paused", f"<p>Mail for <b>{html.escape(c.user)}</b> is paused until you resume it.</p>"
-                    + button(f"{base}/resume", "Resume my emails"))
+    @signed("unsubscribe")
+    async def pause(request: Request, c: Claims) -> Response:
+        return stop_mail(request, c, PAUSED, "Paused",
+                         f"Mail for <b>{html.escape(c.user)}</b> is paused until you resume it.")
 
-    async def resume(request: Request) -> Response:
-        try:
-            c = claims(request, "unsubscribe")
-        except InvalidToken as exc:
-            return refused(exc)
+    @signed("unsubscribe")
+    async def resume(request: Request, c: Claims) -> Response:
         recipients.unpause(r, settings, c.user)
         log.info("user=%s resumed mail", c.user, extra={"user": c.user})
         return page("Welcome back", f"<p>Mail for <b>{html.escape(c.user)}</b> is on again.</p>")
 
-    def set_state(user: str, why: str) -> None:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        r.hset(settings.key("paused"), user, f"{why} on {stamp}")
-        log.info("user=%s %s", user, why, extra={"user": user})
-
-    async def give_feedback(request: Request) -> Response:
-        action = request.path_params["action"]
-        if action not in ("more", "less"):
-            return page("Unknown link", "<p>Nothing was changed.</p>", status=404)
-        try:
-            c = claims(request, action)
-        except InvalidToken as exc:
-            return refused(exc)
-        feedback.record(r, settings, c.user, c.topic, c.paper, action)
-        undo = f"/f/{action}/{request.path_params['token']}/undo"
-        what = "more" if action == "more" else "fewer"
+    @signed()
+    async def give_feedback(request: Request, c: Claims) -> Response:
+        feedback.record(r, settings, c.user, c.topic, c.paper, c.action)
+        undo = f"/f/{c.action}/{request.path_params['token']}/undo"
+        what = "more" if c.action == "more" else "fewer"
         return page("Thanks, noted",
                     f"<p>Your topic <b>{html.escape(c.topic)}</b> will lean towards {what} papers like "
                     f"<b>{html.escape(c.paper)}</b> from the next matches on. The effect is small and adds up "
                     "over clicks; your profile file is unchanged.</p>" + button(undo, "Undo", primary=False))
 
-    async def undo_feedback(request: Request) -> Response:
-        action = request.path_params["action"]
-        try:
-            c = claims(request, action)
-        except InvalidToken as exc:
-            return refused(exc)
+    @signed()
+    async def undo_feedback(request: Request, c: Claims) -> Response:
         feedback.remove(r, settings, c.user, c.topic, c.paper)
         return page("Undone", f"<p>That feedback on <b>{html.escape(c.paper)}</b> no longer counts.</p>")
 
