@@ -22,7 +22,33 @@ def _common(settings: Settings) -> dict[str, object]:
     return config
 
 
-def producer(settings: Settings, **overrides: object) -> KafkaProducer:
+class Producer(KafkaProducer):
+    """A KafkaProducer that remembers records the broker refused for good.
+
+    ``flush()`` returns once every record is done, *failed or not*: a record that ran out of
+    retries (a broker answering errors, or down for too long) fails only its own future. The
+    consumer loop calls :meth:`raise_failed` after flushing, so it never commits offsets whose
+    output never reached the broker.
+    """
+
+    def __init__(self, **config: object) -> None:
+        super().__init__(**config)
+        self._failed: list[BaseException] = []  # appended from the sender thread
+
+    def send(self, *args: object, **kwargs: object):  # noqa: ANN201 - FutureRecordMetadata
+        future = super().send(*args, **kwargs)
+        future.add_errback(self._failed.append)
+        return future
+
+    def raise_failed(self) -> None:
+        if self._failed:
+            failed, self._failed = self._failed, []
+            raise ServiceUnavailable(
+                f"{len(failed)} record(s) were not accepted by the broker: {failed[0]!r}"
+            ) from failed[0]
+
+
+def producer(settings: Settings, **overrides: object) -> Producer:
     config: dict[str, object] = {
         **_common(settings),
         "acks": "all",
@@ -33,7 +59,7 @@ def producer(settings: Settings, **overrides: object) -> KafkaProducer:
     }
     config.update(overrides)
     try:
-        return KafkaProducer(**config)
+        return Producer(**config)
     except NoBrokersAvailable as exc:
         raise ServiceUnavailable(
             f"no Kafka broker at {settings.kafka_bootstrap} "

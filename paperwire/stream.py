@@ -4,7 +4,8 @@ This is the one place that decides what an error means:
   * a record that cannot be decoded (``PoisonMessage``) goes to the stage's dead-letter topic
     with the reason and its original bytes, and the stream goes on;
   * anything else raised by the stage stops the loop *without* committing, so the records are
-    delivered again after a restart (at-least-once; the stages make repeats harmless).
+    delivered again after a restart (at-least-once; the stages make repeats harmless);
+  * so does an output record the broker refused for good (``kafka.Producer.raise_failed``).
 Offsets are committed only when the stage says everything it was given is done.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from paperwire import metrics
+from paperwire import kafka, metrics
 from paperwire.errors import PoisonMessage
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,9 @@ def run(
         idle_too_long = drain and not polled and time.monotonic() - idle_since > drain_idle_s
         settled = stage.flush(force=done_reading or idle_too_long)
         if settled and uncommitted:
-            producer.flush()  # dead letters and the stage's output are on the broker first
+            producer.flush()  # dead letters and the stage's output are on the broker first...
+            if isinstance(producer, kafka.Producer):
+                producer.raise_failed()  # ...all of them: flush() returns even when one failed
             consumer.commit()
             stats["commits"] += 1
             metrics.COMMITS.labels(name).inc()
