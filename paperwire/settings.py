@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # Matching and mailing.
     embed_batch_size: int = 64
     # torch: plain sentence-transformers fp32. onnx: the same model on ONNX Runtime with int8
-    # weights (consumers/fast_embed.py; exported once into <state_dir>/models), ~3x faster.
+    # weights (consumers/fast_embed.py; exported once into <state_dir>/models), 2-3.7x faster here.
     embed_backend: Literal["torch", "onnx"] = "torch"
     coalesce_s: float = 2.0  # an instant burst within this window becomes one email
 
