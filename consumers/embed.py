@@ -35,7 +35,7 @@ def default_model_path() -> str:
 class Embedder:
     """Text -> unit-length float32 vectors."""
 
-    def __init__(self, model_path: str | None = None, batch_size: int = 64) -> None:
+    def __init__(self, model_path: str | None = None, batch_size: int = 64, *, progress: bool = False) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -46,6 +46,7 @@ class Embedder:
         self.batch_size = batch_size
         self.model = SentenceTransformer(self.path, device="cpu")
         self.name = MODEL_NAME
+        self.progress = progress
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -55,7 +56,7 @@ class Embedder:
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
-            show_progress_bar=False,
+            show_progress_bar=self.progress and len(texts) > self.batch_size,  # a bar for long CLI work
         )
         return np.asarray(vectors, dtype=np.float32)
 

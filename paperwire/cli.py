@@ -122,7 +122,7 @@ def cmd_profiles_sync(a: argparse.Namespace) -> int:
         print("profiles not synced: fix the files above (or pass --keep-going to sync the valid ones)", file=sys.stderr)
         return 1
     r = connect(settings)
-    embedder = Embedder(settings.model_path)
+    embedder = Embedder(settings.model_path, progress=sys.stderr.isatty())
     vectors, seeds = profile_store.build(loaded.profiles, embedder, r, settings, fetch=not a.dry_run)
     if a.dry_run:
         print(f"would sync {len(loaded.profiles)} profiles ({len(vectors)} topics)")
@@ -191,7 +191,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     settings = _settings()
     paths = [Path(p) for p in a.sets] or evaluate.default_sets()
     sets = [evaluate.load_set(path, Path(a.shared)) for path in paths]  # bad input fails before the model loads
-    embedder = Embedder(settings.model_path, settings.embed_batch_size)
+    embedder = Embedder(settings.model_path, settings.embed_batch_size, progress=sys.stderr.isatty())
     results = {}
     for es in sets:
         results[es.name] = evaluate.evaluate(es, embedder)
