@@ -22,6 +22,9 @@ def _common(settings: Settings) -> dict[str, object]:
     return config
 
 
+CLOSE_TIMEOUT_S = 15.0
+
+
 class Producer(KafkaProducer):
     """A KafkaProducer that remembers records the broker refused for good.
 
@@ -39,6 +42,13 @@ class Producer(KafkaProducer):
         future = super().send(*args, **kwargs)
         future.add_errback(self._failed.append)
         return future
+
+    def close(self, timeout: float | None = None, **kwargs: object) -> None:
+        # kafka-python's default close waits for its sender thread without limit, and a clean-clone
+        # test run was seen waiting there for good against the dev broker. Every caller has already
+        # waited for its records' acks (publish() checks each future; the consumer loop flushes and
+        # calls raise_failed), so a bounded close cannot drop a record anyone was told was written.
+        super().close(timeout=CLOSE_TIMEOUT_S if timeout is None else timeout, **kwargs)
 
     def raise_failed(self) -> None:
         if self._failed:
