@@ -4,22 +4,32 @@ Everything that came from a feed is escaped in HTML (Jinja autoescape) and strip
 characters before it can reach a header, so a hostile title can neither inject markup nor
 headers. Links that carry a capability (unsubscribe) are signed by the caller and passed in, so
 this module stays pure.
+
+Speed: a day's papers reach many readers, so each paper's card (``card.*.j2``: escaped title,
+authors, shortened abstract, links) is rendered once, with markers where the reader's own values
+go (the "why" line, the version of an update, the feedback links), and kept in a small cache.
+A digest joins those pieces with its reader's values, escaped as Jinja escapes them, and renders
+only the page around the cards. The output is the same bytes as rendering every card with the
+template (``tests/unit/test_render.py`` checks it).
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP as _SMTP_POLICY
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 
-from paperwire.models import Match, Profile
+from paperwire.models import Match, Paper, Profile
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _ARXIV = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z\-]*(\.[A-Z]{2})?/\d{7})$")
@@ -93,9 +103,8 @@ def _why(m: Match) -> str:
 FeedbackLinks = Callable[[str, str, str], str] | None
 
 
-def _item(m: Match, updated: frozenset[str] = frozenset(), links: FeedbackLinks = None) -> dict[str, object]:
-    paper = m.paper
-    assert paper is not None, "matches reaching the mailer carry their paper"
+def _fields(paper: Paper) -> dict[str, object]:
+    """What a paper's card shows to every reader."""
     hf = (
         f"https://huggingface.co/papers/{paper.id}"
         if _ARXIV.match(paper.id) and (paper.source == "hf-daily" or paper.upvotes is not None)
@@ -109,13 +118,113 @@ def _item(m: Match, updated: frozenset[str] = frozenset(), links: FeedbackLinks 
         "authors": _authors(paper.authors),
         "abstract": shorten(paper.abstract),
         "upvotes": paper.upvotes,
+    }
+
+
+def _reader_values(m: Match, updated: frozenset[str], links: FeedbackLinks) -> dict[str, object]:
+    """What differs between two readers of the same paper."""
+    return {
         "why": _why(m),
         # "updated" only when this reader already got an earlier version (the ledger says so).
         "updated": m.paper_id in updated,
-        "version": paper.version or m.version,
+        "version": (m.paper.version if m.paper else None) or m.version,
         "more_url": links("more", m.paper_id, m.topic) if links else None,
         "less_url": links("less", m.paper_id, m.topic) if links else None,
     }
+
+
+def _item(m: Match, updated: frozenset[str] = frozenset(), links: FeedbackLinks = None) -> dict[str, object]:
+    """Everything a card shows, as the card templates see it."""
+    return _paper_card(_paper(m)).fields | _reader_values(m, updated, links)
+
+
+def _paper(m: Match) -> Paper:
+    assert m.paper is not None, "matches reaching the mailer carry their paper"
+    return m.paper
+
+
+# Markers stand in for a reader's values when a card is rendered once for all its readers. The
+# random part keeps a feed from forging one; a card whose own text holds a NUL (only a link can:
+# every other field went through ``one_line``) is rendered the straightforward way instead.
+_NONCE = secrets.token_hex(8)
+_SLOTS = ("why", "version", "more_url", "less_url")
+_MARK = {name: f"\x00{_NONCE}{name}\x00" for name in _SLOTS}
+_SPLIT = re.compile(f"\x00{_NONCE}({'|'.join(_SLOTS)})\x00")
+
+
+class _Card:
+    """One paper's card: the fields every reader sees, and per variant (updated or not, with a
+    version or not, with feedback links or not) the rendered HTML and text split at the markers:
+    ``[text, slot, text, slot, ..., text]``."""
+
+    __slots__ = ("fields", "variants", "direct")
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        self.fields = fields
+        self.variants: dict[tuple[bool, bool, bool], tuple[list[str], list[str]]] = {}
+        self.direct = any("\x00" in str(v) for v in fields.values())
+
+    def pieces(self, updated: bool, versioned: bool, feedback: bool) -> tuple[list[str], list[str]]:
+        key = (updated, versioned, feedback)
+        got = self.variants.get(key)
+        if got is None:
+            item = self.fields | {
+                "why": _MARK["why"],
+                "updated": updated,
+                "version": _MARK["version"] if versioned else None,
+                "more_url": _MARK["more_url"] if feedback else None,
+                "less_url": _MARK["less_url"] if feedback else None,
+            }
+            got = self.variants[key] = (_SPLIT.split(_card_html()(item)), _SPLIT.split(_card_text()(item)))
+        return got
+
+
+# Cards by every paper field they show, so two copies of one paper (e.g. decoded from two
+# readers' pending matches) share one. A busy arXiv day is ~2,000 papers.
+_CARDS: dict[tuple[object, ...], _Card] = {}
+_CARDS_MAX = 8192
+
+
+def _paper_card(paper: Paper) -> _Card:
+    key = (
+        paper.id, paper.title, paper.url, paper.pdf_url, paper.source, paper.upvotes, tuple(paper.authors),
+        paper.abstract,
+    )  # fmt: skip
+    card = _CARDS.get(key)
+    if card is None:
+        if len(_CARDS) >= _CARDS_MAX:
+            _CARDS.clear()  # past a week's papers: start again rather than track recency
+        card = _CARDS[key] = _Card(_fields(paper))
+    return card
+
+
+def _card_html() -> Callable[[dict[str, object]], str]:
+    return _env_html.get_template("card.html.j2").module.paper  # type: ignore[attr-defined,no-any-return]
+
+
+def _card_text() -> Callable[[dict[str, object]], str]:
+    return _env_text.get_template("card.txt.j2").module.paper  # type: ignore[attr-defined,no-any-return]
+
+
+def _card_direct(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[str, str]:
+    """A card rendered by the template with this reader's values: the reference for ``_card``."""
+    item = _item(m, updated, links)
+    return str(_card_html()(item)), str(_card_text()(item))
+
+
+def _card(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[str, str]:
+    """(html, text) of one paper's card for one reader, from the paper's cached pieces."""
+    card = _paper_card(_paper(m))
+    if card.direct:
+        return _card_direct(m, updated, links)
+    values = _reader_values(m, updated, links)
+    html_pieces, text_pieces = card.pieces(bool(values["updated"]), bool(values["version"]), bool(values["more_url"]))
+    html, text = list(html_pieces), list(text_pieces)
+    for k in range(1, len(html), 2):  # odd places are slots: the value, as Jinja would print it
+        html[k] = escape(values[html[k]])
+    for k in range(1, len(text), 2):
+        text[k] = str(values[text[k]])
+    return "".join(html), "".join(text)
 
 
 def _web(url: str | None) -> str | None:
@@ -179,17 +288,24 @@ def render(
     noun = "paper" if n == 1 else "papers"
     label = {"instant": "new " + noun, "daily": noun + " today", "weekly": noun + " this week"}.get(kind, noun)
     subject = one_line(f"{n} {label}: {', '.join(topics)}", 180)
+    # Each shown paper's card for this reader; the page templates only place them.
+    cards = {id(m): _card(m, updated, feedback) for m in [m for _, items in sections for m in items] + trending}
+
+    def html(ms: list[Match]) -> list[Markup]:
+        return [Markup(cards[id(m)][0]) for m in ms]  # escaped by the card template and by _card
+
+    def text(ms: list[Match]) -> list[str]:
+        return [cards[id(m)][1] for m in ms]
+
     context = {
         "subject": subject,
-        "preheader": one_line("; ".join(_item(items[0])["title"] for _, items in sections), 140),  # type: ignore[misc]
-        "trending": [_item(m, updated, feedback) for m in trending],
+        "preheader": one_line("; ".join(str(_item(items[0])["title"]) for _, items in sections), 140),
         "kind_label": {"instant": "alert", "daily": "daily digest", "weekly": "weekly digest"}.get(kind, kind),
         "headline": f"{n} {label}",
         "greeting_name": one_line(profile.name or profile.id, 60),
         "intro": f"here {'is' if n == 1 else 'are'} {n} {noun} matching your interests, best first."
         if n
         else "nothing matched this time.",
-        "sections": [{"title": t, "papers": [_item(m, updated, feedback) for m in items]} for t, items in sections],
         "user_id": profile.id,
         "delivery": f"{profile.delivery.mode}",
         "unsubscribe_url": unsubscribe_url,
@@ -202,28 +318,101 @@ def render(
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return Email(
         subject=subject,
-        html=_env_html.get_template("email.html.j2").render(context),
-        text=_env_text.get_template("email.txt.j2").render(context),
+        html=_env_html.get_template("email.html.j2").render(
+            context,
+            sections=[{"title": t, "papers": html(items)} for t, items in sections],
+            trending=html(trending),
+        ),
+        text=_env_text.get_template("email.txt.j2").render(
+            context,
+            sections=[{"title": t, "papers": text(items)} for t, items in sections],
+            trending=text(trending),
+        ),
         paper_ids=[m.paper_id for _, items in sections for m in items] + [m.paper_id for m in trending],
         headers=headers,
     )
 
 
 def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: str) -> EmailMessage:
-    msg = EmailMessage(policy=_SMTP_POLICY)  # bodies encode under it: quoted-printable lines <= 76
-    msg["From"] = sender
+    """The message as ``EmailMessage.set_content`` + ``add_alternative`` build it (same headers,
+    same order, same quoted-printable bodies), without their cost: headers that repeat in every
+    message are parsed once (``_header``) and the bodies are encoded by ``quoted_printable``."""
+    msg = EmailMessage(policy=_SMTP_POLICY)
+    msg["From"] = _header("From", sender)
     msg["To"] = recipient  # always the profile's own address, never anything from a feed
     # The email package decodes RFC 2047 encoded words in a value it is given, CR LF included, so a
     # topic named "=?utf-8?q?=0D=0ABcc:_x?=" would become a header line: break every "=?" first.
     msg["Subject"] = email.subject.replace("=?", "=\u200b?")
-    msg["Date"] = format_datetime(now)
+    msg["Date"] = _header("Date", format_datetime(now))
     msg["Message-ID"] = make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> "))
     msg["X-Paperwire-User"] = user
     msg["X-Paperwire-Papers"] = " ".join(email.paper_ids)
     for name, value in email.headers.items():
-        msg[name] = value
+        msg[name] = _header(name, value) if name == "List-Unsubscribe-Post" else value
+    msg["MIME-Version"] = _header("MIME-Version", "1.0")
+    msg["Content-Type"] = _header("Content-Type", "multipart/alternative")
     # quoted-printable: 7-bit safe for any relay (no reliance on 8BITMIME), lines stay short.
-    msg.set_content(email.text, cte="quoted-printable")
-    msg.add_alternative(email.html, subtype="html", cte="quoted-printable")
+    msg.attach(_text_part("plain", email.text))
+    msg.attach(_text_part("html", email.html, mime_version=True))  # as add_alternative leaves it
     msg.policy = MAIL_POLICY  # headers fold when generated: from now on, at 998
     return msg
+
+
+@lru_cache(maxsize=256)
+def _header(name: str, value: str) -> object:
+    """A parsed header, shared by every message that carries the same one (header objects are
+    immutable). Only for values this module or the settings chose, never for feed text."""
+    if len(value.splitlines()) > 1:
+        raise ValueError(f"header {name} has a line break")  # what msg[name] = value would refuse
+    return _SMTP_POLICY.header_factory(name, value)
+
+
+def _text_part(subtype: str, text: str, *, mime_version: bool = False) -> EmailMessage:
+    part = EmailMessage(policy=_SMTP_POLICY)
+    part["Content-Type"] = _header("Content-Type", f'text/{subtype}; charset="utf-8"')
+    part["Content-Transfer-Encoding"] = _header("Content-Transfer-Encoding", "quoted-printable")
+    if mime_version:
+        part["MIME-Version"] = _header("MIME-Version", "1.0")
+    part.set_payload(quoted_printable(text, _SMTP_POLICY.max_line_length))
+    return part
+
+
+_QP_QUOTED = re.compile(r"[^\t\n !-<>-~]")  # what quoted-printable may not carry as it is
+
+
+def _qp_quote(m: re.Match[str]) -> str:
+    return f"={ord(m.group()):02X}"
+
+
+def quoted_printable(text: str, width: int = 78) -> str:
+    """``text`` as UTF-8 quoted-printable with ``\\n`` line ends, lines at most ``width`` long:
+    the same string as ``email.quoprimime.body_encode`` returns for what ``set_content`` gives it,
+    but quoting by one regex pass (most of a digest needs none) instead of a per-character table."""
+    body = (b"\n".join(text.encode("utf-8").splitlines()) + b"\n").decode("latin-1")
+    body = _QP_QUOTED.sub(_qp_quote, body)
+    out: list[str] = []
+    append = out.append
+    room = width - 1  # a soft break "=" ends every cut line
+    for line in body.split("\n")[:-1]:
+        start = 0
+        last = len(line) - 1 - width
+        while start <= last:
+            stop = start + room
+            if line[stop - 2] == "=":  # never cut an "=XX" apart
+                append(line[start : stop - 1])
+                start = stop - 2
+            elif line[stop - 1] == "=":
+                append(line[start:stop])
+                start = stop - 1
+            else:
+                append(line[start:stop] + "=")
+                start = stop
+        if line and line[-1] in " \t":  # trailing white space must be protected
+            left = start - last
+            end = line[-1]
+            tail = f"={ord(end):02X}" if left >= 3 else end + "=\n" if left == 2 else f"=\n={ord(end):02X}"
+            append(line[start:-1] + tail)
+        else:
+            append(line[start:])
+    append("")
+    return "\n".join(out)
