@@ -89,6 +89,36 @@ BROKER_ERRORS = {
 }
 
 
+class Timeline:
+    """What happened when (seconds since the run began): faults, service kills, starts and exits.
+    A duplicate is explained by the events between its two deliveries."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self.events: list[tuple[float, str]] = []
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 3)
+
+    def add(self, what: str) -> None:
+        with self.lock:
+            self.events.append((self.now(), what))
+
+    def between(self, start: float, end: float) -> list[str]:
+        with self.lock:
+            return [f"{t:.3f} {what}" for t, what in self.events if start <= t <= end]
+
+
+@dataclass(frozen=True)
+class Received:
+    t: float  # Timeline seconds when the server accepted it
+    rcpt: str
+    user: str
+    papers: list[str]
+    message_id: str
+
+
 def free_port() -> int:
     import socket
 
@@ -116,10 +146,11 @@ def wait_until(condition: Any, what: str, timeout_s: float, every_s: float = 0.1
 class ChaosSMTP:
     """An aiosmtpd handler whose answer is switched by the driver; records what it accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeline: Timeline) -> None:
         self.mode = "accept"
+        self.timeline = timeline
         self.lock = threading.Lock()
-        self.received: list[tuple[str, str, list[str]]] = []  # (envelope rcpt, user, paper ids)
+        self.received: list[Received] = []
         self.refused = Counter[str]()
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
@@ -130,15 +161,22 @@ class ChaosSMTP:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         if self.mode == "drop":
             # The connection goes before any reply: the message is not the relay's (nothing kept).
             self.refused["drop"] += 1
+            self.timeline.add(f"smtp dropped {msg['Message-ID']}")
             server.transport.abort()
             return "421 4.4.2 dropped"
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.received.append(
-                (",".join(envelope.rcpt_tos), str(msg["X-Paperwire-User"]), str(msg["X-Paperwire-Papers"]).split())
+                Received(
+                    self.timeline.now(),
+                    ",".join(envelope.rcpt_tos),
+                    str(msg["X-Paperwire-User"]),
+                    str(msg["X-Paperwire-Papers"]).split(),
+                    str(msg["Message-ID"]),
+                )
             )
         return "250 Message accepted for delivery"
 
@@ -207,8 +245,8 @@ class PrivateRedis:
 class Service:
     """``paperwire matcher`` or ``paperwire mailer`` as a subprocess, restarted when it dies."""
 
-    def __init__(self, name: str, env: dict[str, str], logdir: Path) -> None:
-        self.name, self.env, self.logdir = name, env, logdir
+    def __init__(self, name: str, env: dict[str, str], logdir: Path, timeline: Timeline) -> None:
+        self.name, self.env, self.logdir, self.timeline = name, env, logdir, timeline
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.exits: Counter[int] = Counter()
@@ -222,12 +260,17 @@ class Service:
             stdout=logfile, stderr=subprocess.STDOUT,
         )
         logfile.close()
+        self.timeline.add(f"{self.name} #{self.starts} started")
+
+    def log_path(self, n: int) -> Path:
+        return self.logdir / f"{self.name}-{n:03d}.log"
 
     def kill9(self) -> None:
         with self.lock:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+                self.timeline.add(f"{self.name} #{self.starts} kill -9")
                 self.exits[-9] += 1
                 self.start()
 
@@ -236,8 +279,17 @@ class Service:
         with self.lock:
             if self.proc is not None and (rc := self.proc.poll()) is not None:
                 self.exits[rc] += 1
+                self.timeline.add(f"{self.name} #{self.starts} exited {rc}: {self.last_error(self.starts)}")
                 log.info("%s exited with %d; restarting", self.name, rc)
                 self.start()
+
+    def last_error(self, n: int) -> str:
+        """The last exception line of run ``n``'s log: why it exited."""
+        with contextlib.suppress(OSError):
+            lines = self.log_path(n).read_text(errors="replace").splitlines()
+            errors = [ln for ln in lines if ln[:1] not in (" ", "") and ("Error" in ln or "Exception" in ln)]
+            return errors[-1][:300] if errors else (lines[-1][:300] if lines else "")
+        return ""
 
     def stop(self) -> int | None:
         with self.lock:
@@ -322,9 +374,10 @@ class Chaos:
         from paperwire.settings import Settings
 
         self.run, self.rng = run, random.Random(run.seed)
+        self.timeline = Timeline()
         self.broker = DevBroker(port=free_port())
         self.redis = PrivateRedis(run.workdir / "redis", free_port())
-        self.smtp_handler = ChaosSMTP()
+        self.smtp_handler = ChaosSMTP(self.timeline)
         self.smtp = SMTPServer(self.smtp_handler, free_port())
         self.settings = Settings(
             redis_url=self.redis.url,
@@ -354,8 +407,8 @@ class Chaos:
         }
         logs = run.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self.matcher = Service("matcher", env, logs)
-        self.mailer = Service("mailer", env, logs)
+        self.matcher = Service("matcher", env, logs, self.timeline)
+        self.mailer = Service("mailer", env, logs, self.timeline)
         self.published = threading.Event()
         self.stopping = threading.Event()
 
@@ -369,6 +422,7 @@ class Chaos:
         kind = self.rng.choice(kinds)
         hold = self.rng.uniform(*self.run.mode.hold_s)
         log.info("fault: %s (%.1fs)", kind, hold)
+        self.timeline.add(f"fault {kind} ({hold:.1f}s)")
         if kind == "kill_matcher":
             self.matcher.kill9()
         elif kind == "kill_mailer":
@@ -398,6 +452,7 @@ class Chaos:
             time.sleep(hold / 3)
             self.redis.start()
         self.run.faults[kind] += 1
+        self.timeline.add(f"fault {kind} healed")
         return kind
 
     def admin(self) -> Any:
@@ -523,11 +578,13 @@ class Chaos:
     ) -> dict[str, Any]:
         emails = {p.id: str(p.email) for p in profiles}
         got: Counter[tuple[str, str]] = Counter()
+        carried: dict[tuple[str, str], list[Received]] = {}
         wrong_rcpt = 0
-        for rcpt, user, ids in self.smtp_handler.received:
-            wrong_rcpt += rcpt != emails.get(user)
-            for pid in ids:
-                got[(user, pid)] += 1
+        for m in self.smtp_handler.received:
+            wrong_rcpt += m.rcpt != emails.get(m.user)
+            for pid in m.papers:
+                got[(m.user, pid)] += 1
+                carried.setdefault((m.user, pid), []).append(m)
         return {
             "mode": next(k for k, v in MODES.items() if v == self.run.mode),
             "seed": self.run.seed,
@@ -544,11 +601,42 @@ class Chaos:
             "wrong_recipient": wrong_rcpt,
             "lost_pairs": sorted(expected - set(got))[:20],
             "duplicated_pairs": sorted(k for k, c in got.items() if c > 1)[:20],
+            "duplicates": self.explain(sorted(k for k, c in got.items() if c > 1)[:10], carried),
             "restarts": {s.name: dict(s.exits) for s in (self.matcher, self.mailer)},
             "final_exit_codes": rcs,
             "publish_retries": self.run.publish_retries,
             "seconds": round(elapsed, 1),
         }
+
+    def ledgered(self) -> dict[str, str]:
+        """Message-ID -> the mailer run whose log says its ledger write happened ("sent ... message_id=")."""
+        out = {}
+        for n in range(1, self.mailer.starts + 1):
+            with contextlib.suppress(OSError):
+                for line in self.mailer.log_path(n).read_text(errors="replace").splitlines():
+                    if " sent user=" in line and "message_id=" in line:
+                        out[line.rsplit("message_id=", 1)[1].strip()] = f"mailer #{n}"
+        return out
+
+    def explain(self, pairs: list[tuple[str, str]], carried: dict[tuple[str, str], list[Received]]) -> list[Any]:
+        """For each duplicated pair: the emails that carried it, whether each one's ledger write
+        happened, and every fault, kill, start and exit between the first and the last."""
+        ledgered = self.ledgered()
+        out = []
+        for pair in pairs:
+            mails = carried[pair]
+            out.append(
+                {
+                    "pair": pair,
+                    "emails": [
+                        {"t": m.t, "message_id": m.message_id, "papers": len(m.papers),
+                         "ledger_written_by": ledgered.get(m.message_id)}
+                        for m in mails
+                    ],
+                    "between": self.timeline.between(mails[0].t - 2.0, mails[-1].t + 0.5),
+                }
+            )
+        return out
 
     def close(self) -> None:
         self.stopping.set()
