@@ -28,6 +28,7 @@ from alerts.render import render, to_mime
 from alerts.send import send_all
 from consumers import profile_store
 from paperwire import metrics, tokens
+from paperwire.errors import ServiceUnavailable
 from paperwire.models import Match, Profile
 from paperwire.settings import Settings
 
@@ -63,6 +64,39 @@ def _version(m: Match) -> int:
 class _Prepared:
     user: str
     versions: dict[str, int]
+
+
+async def _record_accepted(r: redis.Redis, settings: Settings, prep: _Prepared, message_id: str) -> None:
+    """Write the ledger for a message the relay has accepted, waiting out a Redis outage.
+
+    Giving up here would stop the mailer without committing, and its restart would mail the
+    message again (the chaos run's duplicates: Redis restarted or a client connection killed
+    while a batch was being sent). Both writes are idempotent, so a write that reached Redis
+    before its connection broke is harmless to repeat. The retry awaits, so the other pool
+    connection's reply is still read while this one waits."""
+    deadline = time.monotonic() + ledger.RECORD_PATIENCE_S
+    delay = 0.05
+    while True:
+        try:
+            ledger.record(r, settings, prep.user, prep.versions)
+            recipients.accepted(r, settings, prep.user)
+            return
+        except ledger.TRANSIENT as exc:
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"Redis unreachable for {ledger.RECORD_PATIENCE_S:.0f}s after the relay accepted {message_id} "
+                    f"for user={prep.user}: that message may be mailed again"
+                ) from exc
+            log.warning(
+                "ledger write for %s (user=%s) failed after the relay accepted it: %s; retrying in %.2fs",
+                message_id,
+                prep.user,
+                exc,
+                delay,
+                extra={"user": prep.user, "message_id": message_id},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def deliver(
@@ -116,20 +150,20 @@ def deliver(
         return out
     by_msg = {id(m): prep for m, prep in messages}
 
-    def accepted(msg: EmailMessage, accepted_at: float) -> None:
+    async def accepted(msg: EmailMessage, accepted_at: float) -> None:
         prep = by_msg[id(msg)]
-        ledger.record(r, settings, prep.user, prep.versions)  # the duplicate window ends here
+        await _record_accepted(r, settings, prep, str(msg["Message-ID"]))  # the duplicate window ends here
         out.windows_s.append(time.perf_counter() - accepted_at)
-        recipients.accepted(r, settings, prep.user)
         out.emails += 1
         out.papers += len(prep.versions)
         out.recipients.append(str(msg["To"]))
         metrics.EMAILS.labels("sent").inc()
         log.info(
-            "sent user=%s papers=%s",
+            "sent user=%s papers=%s message_id=%s",
             prep.user,
             ",".join(prep.versions),
-            extra={"user": prep.user, "paper_ids": list(prep.versions)},
+            msg["Message-ID"],
+            extra={"user": prep.user, "paper_ids": list(prep.versions), "message_id": str(msg["Message-ID"])},
         )
 
     outcomes = asyncio.run(send_all([m for m, _ in messages], settings, accepted))

@@ -1,7 +1,9 @@
 """The sent ledger: which (user, paper, version) has reached an inbox.
 
 Checked before every send and written right after each SMTP accept, so a retry, a replayed Kafka
-record or a restarted mailer never mails the same paper twice. A new *version* of a paper already
+record or a restarted mailer never mails the same paper twice. The write after an accept is
+retried through a Redis outage (``RECORD_PATIENCE_S``): the relay already has that message, and a
+mailer that gave up here would be restarted and mail it again. A new *version* of a paper already
 sent is mailed again (marked "updated") only for readers whose profile sets
 ``delivery.send_updates``. Stored as one Redis hash per user, ``ledger:<user>``: paper id -> the
 highest version sent (0 when the feed gave no version). Its loss would re-open the door to
@@ -15,6 +17,14 @@ from dataclasses import dataclass
 import redis
 
 from paperwire.settings import Settings
+
+# Errors after which a ledger call may simply be made again: the connection was refused or cut
+# (Redis restarting, a client kill) or Redis is still loading its AOF (BusyLoadingError is a
+# ConnectionError). Every write here is idempotent, so repeating one is harmless.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+# How long a write that follows an SMTP 250 keeps trying before the mailer stops: longer than a
+# Redis restart from its AOF takes. Stopping then means that one message may be mailed again.
+RECORD_PATIENCE_S = 120.0
 
 # HSET field to max(current, new) for each pair, in one round trip: a late write of an old
 # version can never lower what the ledger says was sent.

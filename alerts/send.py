@@ -15,9 +15,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -73,7 +74,7 @@ def _sender(msg: EmailMessage) -> str:
 async def _send_one(
     smtp: aiosmtplib.SMTP,
     msg: EmailMessage,
-    on_accepted: Callable[[EmailMessage, float], None],
+    on_accepted: Callable[[EmailMessage, float], Awaitable[None] | None],
     attempts: int,
     backoff_s: float,
 ) -> Outcome:
@@ -106,8 +107,11 @@ async def _send_one(
             smtp.close()
         else:
             # The relay has the message: from here until on_accepted has written the ledger, a
-            # crash would mail it again. Keep this step tiny (one Redis call) and measured.
-            on_accepted(msg, time.perf_counter())
+            # crash would mail it again. Keep this step tiny (one Redis call) and measured; it
+            # is awaited so a Redis outage is waited out without blocking the other connection.
+            done = on_accepted(msg, time.perf_counter())
+            if inspect.isawaitable(done):
+                await done
             return Outcome(msg, True, 250)
         if attempt == attempts:
             raise TransientFailure(f"{rcpt}: gave up after {attempts} attempts: {reason}")
@@ -121,11 +125,16 @@ async def _send_one(
 async def send_all(
     messages: list[EmailMessage],
     settings: Settings,
-    on_accepted: Callable[[EmailMessage, float], None],
+    on_accepted: Callable[[EmailMessage, float], Awaitable[None] | None],
 ) -> list[Outcome]:
-    """Send over a pool of reused connections; ``on_accepted(msg, accepted_at)`` runs right after
-    each 250 (``accepted_at`` is ``time.perf_counter()`` at the accept). Outcomes keep the input
-    order. Raises ``TransientFailure`` after every worker has finished what it could."""
+    """Send over a pool of reused connections; ``on_accepted(msg, accepted_at)`` runs (and is
+    awaited, if it returns an awaitable) right after each 250 (``accepted_at`` is
+    ``time.perf_counter()`` at the accept). Outcomes keep the input order.
+
+    An error in one connection stops the others from *starting* a message, never in the middle
+    of one: a transaction cut off after its DATA may already be the relay's, and the restart
+    would mail it again. So every worker finishes its message, then the first error is raised
+    (``TransientFailure`` when retries ran out)."""
     outcomes: list[Outcome | None] = [None] * len(messages)
     queue = list(enumerate(messages))
     queue.reverse()
@@ -140,7 +149,7 @@ async def send_all(
                     outcomes[i] = await _send_one(
                         smtp, msg, on_accepted, settings.smtp_attempts, settings.smtp_backoff_s
                     )
-                except ServiceUnavailable as exc:
+                except Exception as exc:  # noqa: BLE001 - re-raised below, once every worker is done
                     errors.append(exc)
         finally:
             if smtp.is_connected:
