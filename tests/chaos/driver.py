@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import email
 import email.policy
 import json
@@ -77,6 +78,12 @@ MODES = {
     "short": Mode(papers=120, profiles=200, faults=14, hold_s=(0.5, 3.0), gap_s=(0.5, 2.5)),
     "long": Mode(papers=520, profiles=220, faults=220, hold_s=(0.3, 3.0), gap_s=(0.2, 1.5)),
 }
+
+# Each fault drawn with equal chance per entry (the mailer is killed twice as often as the matcher).
+FAULT_KINDS = [
+    "kill_matcher", "kill_mailer", "kill_mailer", "smtp_451", "smtp_drop", "smtp_refuse",
+    "broker_down", "broker_errors", "broker_errors", "redis_clients", "redis_restart",
+]
 
 # Kafka API keys and retriable error codes for push_request_errors.
 PRODUCE, FETCH, OFFSET_COMMIT, OFFSET_FETCH, HEARTBEAT = 0, 1, 8, 9, 12
@@ -366,6 +373,7 @@ class Run:
     workdir: Path
     faults: Counter[str] = field(default_factory=Counter)
     publish_retries: int = 0
+    only: frozenset[str] = frozenset()  # inject only these kinds (all when empty): one mechanism at a time
 
 
 class Chaos:
@@ -415,11 +423,7 @@ class Chaos:
     # faults, each applied and healed here
 
     def fault(self) -> str:
-        kinds = [
-            "kill_matcher", "kill_mailer", "kill_mailer", "smtp_451", "smtp_drop", "smtp_refuse",
-            "broker_down", "broker_errors", "broker_errors", "redis_clients", "redis_restart",
-        ]
-        kind = self.rng.choice(kinds)
+        kind = self.rng.choice([k for k in FAULT_KINDS if not self.run.only or k in self.run.only])
         hold = self.rng.uniform(*self.run.mode.hold_s)
         log.info("fault: %s (%.1fs)", kind, hold)
         self.timeline.add(f"fault {kind} ({hold:.1f}s)")
@@ -586,7 +590,8 @@ class Chaos:
                 got[(m.user, pid)] += 1
                 carried.setdefault((m.user, pid), []).append(m)
         return {
-            "mode": next(k for k, v in MODES.items() if v == self.run.mode),
+            "mode": next((k for k, v in MODES.items() if v == self.run.mode), str(self.run.mode)),
+            "only": sorted(self.run.only),
             "seed": self.run.seed,
             "papers": n_papers,
             "profiles": len(profiles),
@@ -650,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=sorted(MODES), default="short")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (service logs) afterwards")
+    kinds = ", ".join(sorted(set(FAULT_KINDS)))
+    parser.add_argument("--only", default="", help=f"inject only these fault kinds, comma-separated ({kinds})")
+    parser.add_argument("--faults", type=int, default=None, help="at least this many faults (default: the mode's)")
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiosmtpd", "mail.log"):
@@ -659,7 +667,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 30)
     workdir = Path(tempfile.mkdtemp(prefix="paperwire-chaos-"))
-    chaos = Chaos(Run(MODES[a.mode], seed, workdir))
+    only = frozenset(k for k in a.only.split(",") if k)
+    if only - set(FAULT_KINDS):
+        parser.error(f"unknown fault kinds: {sorted(only - set(FAULT_KINDS))}")
+    mode = MODES[a.mode] if a.faults is None else dataclasses.replace(MODES[a.mode], faults=a.faults)
+    chaos = Chaos(Run(mode, seed, workdir, only=only))
     try:
         result = chaos.execute()
     finally:
