@@ -6,10 +6,15 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test venv lint clean browser screenshots screenshot chaos chaos-short fuzz bench
+.PHONY: demo demo-serve test venv lint clean browser screenshots screenshot chaos chaos-short fuzz bench
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/paperwire demo
+
+# The demo, then its emails' links (unsubscribe, more / less like this) served until Ctrl-C;
+# the next `make demo` shows what the clicks changed.
+demo-serve: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/paperwire demo --serve
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -312,7 +312,7 @@ def cmd_web(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from paperwire.demo import run_demo
 
-    return run_demo(_settings(), keep_outbox=a.keep_outbox)
+    return run_demo(_settings(), keep_outbox=a.keep_outbox, serve=a.serve, fresh=a.fresh)
 
 
 # --- parser ----------------------------------------------------------------------------------
@@ -420,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add("demo", cmd_demo, "run the whole pipeline once on embedded defaults")
     d.add_argument("--keep-outbox", action="store_true", help="do not clear the outbox first")
+    d.add_argument("--serve", action="store_true",
+                   help="afterwards, keep serving the emails' links (paperwire web) until Ctrl-C")
+    d.add_argument("--fresh", action="store_true",
+                   help="also forget the feedback and unsubscribes readers gave through earlier runs' links")
     return p
 
 
