@@ -248,7 +248,11 @@ def test_mime_is_what_the_email_content_manager_builds():
         out = render(profile, matches, **kwargs)
         for sender in ("paperwire <alerts@paperwire.localhost>", "alerts@example.org"):
             args = {"sender": sender, "recipient": str(profile.email), "now": NOW, "user": profile.id}
-            assert same(to_mime(out, **args).as_bytes()) == same(_to_mime_with_set_content(out, **args).as_bytes())
+            msg = to_mime(out, **args)
+            raw = msg.as_bytes()
+            assert raw == email.message.EmailMessage.as_bytes(msg)  # the email package's generator
+            assert same(raw) == same(_to_mime_with_set_content(out, **args).as_bytes())
+    assert to_mime(out, **args).as_string().encode() != raw  # other forms are the generator's (LF ends)
 
 
 def test_quoted_printable_is_the_email_packages_encoding():
