@@ -1,7 +1,8 @@
 """What reader feedback does to scores: a bounded, reversible nudge per topic.
 
-A topic with "more like this" papers gains up to FEEDBACK_WEIGHT for papers close to them; one
-with "less like this" papers loses up to FEEDBACK_WEIGHT for papers close to those. Closeness is
+A topic with "more like this" papers gains up to FEEDBACK_WEIGHT for papers close to them (and
+the matcher adds them to the topic's seed papers, so a match can say which liked paper it is
+like); one with "less like this" papers loses up to FEEDBACK_WEIGHT for papers close to those. Closeness is
 the best cosine to any voted paper above FLOOR, rescaled to 0..1, so unrelated papers are not
 touched and one click never outweighs what the reader wrote in their profile. Undoing a vote
 removes its effect entirely: nothing here accumulates.
@@ -21,6 +22,7 @@ FLOOR = 0.6  # below this cosine a paper is not "like" the voted one
 class TopicFeedback:
     more: np.ndarray  # (k, d) unit vectors of papers voted "more like this"
     less: np.ndarray  # (k, d) "less like this"
+    liked: tuple[str, ...] = ()  # ids of the ``more`` rows, in order
 
 
 def _closeness(paper_vectors: np.ndarray, voted: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from consumers.embed import Embedder, embed_papers
 from consumers.fast_embed import make_embedder
 from consumers.learning import TopicFeedback
 from consumers.lexical import DocFreq
-from consumers.score import ProfileIndex
+from consumers.score import ProfileIndex, Seeds
 from paperwire import kafka, metrics, stream
 from paperwire.errors import PoisonMessage
 from paperwire.models import Match, Paper, Profile
@@ -65,8 +65,9 @@ class MatcherStage(stream.Stage[Paper]):
             snap = profile_store.load(self.r, self.settings)
             # Word counts are reread with the profiles: other instances have been adding to them.
             self.freq = paper_store.doc_freq(self.r, self.settings)
+            votes = self.load_feedback()
             self.index = ProfileIndex(
-                snap.profiles, snap.vectors, doc_freq=self.freq, seeds=snap.seeds, feedback=self.load_feedback()
+                snap.profiles, snap.vectors, doc_freq=self.freq, seeds=with_liked(snap.seeds, votes), feedback=votes
             )
             self.profiles = snap.profiles
             if current != self.version:
@@ -88,15 +89,20 @@ class MatcherStage(stream.Stage[Paper]):
         vectors = dict(
             zip([p.id for p in known], embed_papers(known, self.embedder, self.r, self.settings), strict=True)
         )
-        grouped: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
+        grouped: dict[tuple[str, str], dict[str, list[tuple[str, np.ndarray]]]] = {}
         for v in votes:
             if v.paper in vectors:  # a vote on a paper this deployment never stored cannot count
-                grouped.setdefault((v.user, v.topic), {"more": [], "less": []})[v.direction].append(vectors[v.paper])
+                grouped.setdefault((v.user, v.topic), {"more": [], "less": []})[v.direction].append(
+                    (v.paper, vectors[v.paper])
+                )
 
-        def stack(rows: list[np.ndarray]) -> np.ndarray:
-            return np.array(rows, np.float32) if rows else np.zeros((0, 384), np.float32)
+        def stack(rows: list[tuple[str, np.ndarray]]) -> np.ndarray:
+            return np.array([v for _, v in rows], np.float32) if rows else np.zeros((0, 384), np.float32)
 
-        return {key: TopicFeedback(stack(d["more"]), stack(d["less"])) for key, d in grouped.items()}
+        return {
+            key: TopicFeedback(stack(d["more"]), stack(d["less"]), liked=tuple(pid for pid, _ in d["more"]))
+            for key, d in grouped.items()
+        }
 
     def handle(self, papers: list[Paper]) -> None:
         self.refresh_profiles()
@@ -200,3 +206,16 @@ def run(
     stats.update(stage.stats)
     log.info("matcher done: %s", json.dumps(stats))
     return stats
+
+
+def with_liked(
+    seeds: dict[tuple[str, str], Seeds], votes: dict[tuple[str, str], TopicFeedback]
+) -> dict[tuple[str, str], Seeds]:
+    """The topics' seed papers plus the papers their readers liked ("more like this")."""
+    out = dict(seeds)
+    for key, fb in votes.items():
+        have = out.get(key, Seeds([], np.zeros((0, fb.more.shape[1]), np.float32)))
+        new = [k for k, pid in enumerate(fb.liked) if pid not in have.ids]
+        if new:
+            out[key] = Seeds(have.ids + [fb.liked[k] for k in new], np.vstack([have.vectors, fb.more[new]]))
+    return out

@@ -92,11 +92,10 @@ def test_feedback_is_recorded_idempotent_and_undoable(web, settings, redis_clien
     assert feedback.votes(redis_client, settings, "ada") == []
 
 
-def test_less_like_this_clicks_change_the_next_ranking(web, kafka_settings, settings, redis_client, embedder,
-                                                       shared_dir, request):
-    """On the seed page: an efficient-inference reader says "less like this" to two distributed-
-    training papers that crept into their list. The next ranking drops both and a similar training
-    paper they did not click, keeps the inference papers on top, and undo restores it exactly."""
+@pytest.fixture
+def ada_ranking(kafka_settings, settings, redis_client, embedder, shared_dir, request):  # noqa: ANN001, ANN201
+    """A matcher over the seed page for an efficient-inference reader (the eval's interest), and
+    its ranking as {paper: (rank, score, closest seed paper)}, re-read after each click."""
     from kafka import KafkaProducer
 
     from consumers import paper_store, profile_store
@@ -115,15 +114,23 @@ def test_less_like_this_clicks_change_the_next_ranking(web, kafka_settings, sett
     stage = MatcherStage(kafka_settings, embedder, redis_client, producer)
     vectors = embedder.encode([p.text for p in es.papers])
 
-    def ranking() -> dict[str, tuple[int, float]]:
+    def ranking() -> dict[str, tuple[int, float, str | None]]:
         stage.refresh_profiles()
         top = stage.index.score(es.papers, vectors, top=20)
-        return {m.paper_id: (rank, m.score) for rank, m in enumerate(top)}
+        return {m.paper_id: (rank, m.score, m.reasons.seed_paper) for rank, m in enumerate(top)}
 
+    return topic.name, ranking
+
+
+def test_less_like_this_clicks_change_the_next_ranking(web, settings, ada_ranking):
+    """On the seed page: an efficient-inference reader says "less like this" to two distributed-
+    training papers that crept into their list. The next ranking drops both and a similar training
+    paper they did not click, keeps the inference papers on top, and undo restores it exactly."""
+    topic, ranking = ada_ranking
     before = ranking()
     training, similar, inference = ["s48", "s16"], "s91", ["s63", "s15", "s04"]
     assert all(pid in before for pid in [*training, similar, *inference])
-    tokens = [sign(settings, "ada", "less", paper=pid, topic=topic.name) for pid in training]
+    tokens = [sign(settings, "ada", "less", paper=pid, topic=topic) for pid in training]
     for token in tokens:
         assert httpx.get(f"{web}/f/less/{token}").status_code == 200
 
@@ -136,3 +143,21 @@ def test_less_like_this_clicks_change_the_next_ranking(web, kafka_settings, sett
     for pid, token in zip(training, tokens, strict=True):
         assert httpx.post(f"{web}/f/less/{token}/undo").status_code == 200, pid
     assert ranking() == before  # reversible: undo restores the ranking exactly
+
+
+def test_more_like_this_lifts_the_paper_and_makes_it_a_seed(web, settings, ada_ranking):
+    """"More like this" on a paper low in the list: it rises, it becomes one of the topic's seed
+    papers (matches close to it name it), and undo restores the ranking exactly."""
+    topic, ranking = ada_ranking
+    before = ranking()
+    liked = max(before, key=lambda pid: before[pid][0])  # the last of the reader's top 20
+    token = sign(settings, "ada", "more", paper=liked, topic=topic)
+    assert httpx.get(f"{web}/f/more/{token}").status_code == 200
+
+    after = ranking()
+    assert after[liked][0] < before[liked][0] and after[liked][1] > before[liked][1]
+    assert all(after[pid][1] <= before[pid][1] + 0.15 + 1e-6 for pid in after if pid in before)  # bounded
+    named = [pid for pid, (_, _, seed) in after.items() if seed == liked]
+    assert named and liked not in named  # its neighbours are "like" it; a paper is not like itself
+    assert httpx.post(f"{web}/f/more/{token}/undo").status_code == 200
+    assert ranking() == before
