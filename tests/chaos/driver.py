@@ -116,6 +116,14 @@ class Timeline:
         with self.lock:
             return [f"{t:.3f} {what}" for t, what in self.events if start <= t <= end]
 
+    def next_end(self, name: str, after: float) -> str | None:
+        """How the ``name`` process running at ``after`` ended: its first kill or exit event."""
+        with self.lock:
+            for t, what in self.events:
+                if t >= after and what.startswith(f"{name} #") and (" kill -9" in what or " exited " in what):
+                    return what
+        return None
+
 
 @dataclass(frozen=True)
 class Received:
@@ -124,6 +132,7 @@ class Received:
     user: str
     papers: list[str]
     message_id: str
+    wall: float = field(default_factory=time.time)  # epoch seconds, comparable with the mailer's log times
 
 
 def free_port() -> int:
@@ -589,6 +598,7 @@ class Chaos:
             for pid in m.papers:
                 got[(m.user, pid)] += 1
                 carried.setdefault((m.user, pid), []).append(m)
+        duplicates = self.explain(sorted(k for k, c in got.items() if c > 1), carried)
         return {
             "mode": next((k for k, v in MODES.items() if v == self.run.mode), str(self.run.mode)),
             "only": sorted(self.run.only),
@@ -606,39 +616,86 @@ class Chaos:
             "wrong_recipient": wrong_rcpt,
             "lost_pairs": sorted(expected - set(got))[:20],
             "duplicated_pairs": sorted(k for k, c in got.items() if c > 1)[:20],
-            "duplicates": self.explain(sorted(k for k, c in got.items() if c > 1)[:10], carried),
+            "duplicated_in_window": sum(c == "window" for d in duplicates for c in d["causes"]),
+            "duplicates": duplicates[:10],
+            "window": self.window(self.ledgered(), elapsed),
             "restarts": {s.name: dict(s.exits) for s in (self.matcher, self.mailer)},
             "final_exit_codes": rcs,
             "publish_retries": self.run.publish_retries,
             "seconds": round(elapsed, 1),
         }
 
-    def ledgered(self) -> dict[str, str]:
-        """Message-ID -> the mailer run whose log says its ledger write happened ("sent ... message_id=")."""
+    def ledgered(self) -> dict[str, tuple[str, float]]:
+        """Message-ID -> (the mailer run whose log says its ledger write happened, the log line's
+        epoch time, 1 ms resolution): the "sent ... message_id=" line comes right after the write."""
         out = {}
         for n in range(1, self.mailer.starts + 1):
             with contextlib.suppress(OSError):
                 for line in self.mailer.log_path(n).read_text(errors="replace").splitlines():
                     if " sent user=" in line and "message_id=" in line:
-                        out[line.rsplit("message_id=", 1)[1].strip()] = f"mailer #{n}"
+                        # "2026-11-29 09:09:30,764 INFO ...": local time, as logging writes it
+                        at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+                        out[line.rsplit("message_id=", 1)[1].strip()] = (f"mailer #{n}", at)
         return out
 
+    def window(self, ledgered: dict[str, tuple[str, float]], elapsed: float) -> dict[str, Any]:
+        """The duplicate window as it was in this run: for each email, from the server keeping it
+        to the mailer's log line after its ledger write. A ``kill -9`` of the mailer landing in one
+        of these re-sends that email after the restart; with kills at uniformly random moments,
+        ``exposure`` (the windows' share of the run) is each kill's chance of a duplicate."""
+        spans = sorted(
+            max(0.0, ledgered[m.message_id][1] - m.wall)
+            for m in self.smtp_handler.received
+            if m.message_id in ledgered
+        )
+        if not spans:
+            return {}
+        kills = self.mailer.exits[-9]
+        exposure = sum(spans) / max(elapsed, 1e-9)
+        return {
+            "emails": len(spans),
+            "median_ms": round(1000 * spans[len(spans) // 2], 1),
+            "p99_ms": round(1000 * spans[min(len(spans) - 1, int(len(spans) * 0.99))], 1),
+            "max_ms": round(1000 * spans[-1], 1),
+            "exposure": round(exposure, 6),
+            "mailer_kills": kills,
+            "chance_of_a_window_duplicate": round(1 - (1 - exposure) ** kills, 4),
+        }
+
     def explain(self, pairs: list[tuple[str, str]], carried: dict[tuple[str, str], list[Received]]) -> list[Any]:
-        """For each duplicated pair: the emails that carried it, whether each one's ledger write
-        happened, and every fault, kill, start and exit between the first and the last."""
+        """For each duplicated pair: the emails that carried it, whether the mailer logged each
+        one's ledger write, the faults, kills, starts and exits around them, and the cause.
+
+        A copy is explained by the 250 -> ledger window (the one the README documents) when its
+        ledger write was never logged and the mailer that sent it ended by ``kill -9`` (not by
+        exiting on an error). Anything else is a duplicate paperwire promises not to make."""
         ledgered = self.ledgered()
         out = []
         for pair in pairs:
             mails = carried[pair]
+            causes = []
+            for m in mails[:-1]:  # each copy that was followed by another
+                end = self.timeline.next_end("mailer", m.t)
+                if m.message_id in ledgered:
+                    causes.append("ledgered, yet mailed again")
+                elif end is not None and " kill -9" in end:
+                    causes.append("window")
+                else:
+                    causes.append(f"not ledgered; its mailer then: {end}")
             out.append(
                 {
                     "pair": pair,
+                    "causes": causes,
                     "emails": [
-                        {"t": m.t, "message_id": m.message_id, "papers": len(m.papers),
-                         "ledger_written_by": ledgered.get(m.message_id)}
+                        {
+                            "t": m.t,
+                            "message_id": m.message_id,
+                            "papers": len(m.papers),
+                            "ledger_written_by": ledgered.get(m.message_id, ("-",))[0],
+                        }
                         for m in mails
                     ],
-                    "between": self.timeline.between(mails[0].t - 2.0, mails[-1].t + 0.5),
+                    "around": self.timeline.between(mails[0].t - 2.0, mails[-1].t + 0.5),
                 }
             )
         return out
