@@ -169,8 +169,14 @@ def _paper(m: Match) -> Paper:
 # every other field went through ``one_line``) is rendered the straightforward way instead.
 _NONCE = secrets.token_hex(8)
 _SLOTS = ("why", "version", "more_url", "less_url")
-_MARK = {name: f"\x00{_NONCE}{name}\x00" for name in _SLOTS}
-_SPLIT = re.compile(f"\x00{_NONCE}({'|'.join(_SLOTS)})\x00")
+
+
+def _mark(name: str) -> str:
+    return f"\x00{_NONCE}{name}\x00"
+
+
+_MARK = {name: _mark(name) for name in _SLOTS}
+_SPLIT = re.compile(f"\x00{_NONCE}([a-z_]+[0-9]*)\x00")
 
 
 class _Card:
@@ -309,49 +315,122 @@ def render(
     noun = "paper" if n == 1 else "papers"
     label = {"instant": "new " + noun, "daily": noun + " today", "weekly": noun + " this week"}.get(kind, noun)
     subject = one_line(f"{n} {label}: {', '.join(topics)}", 180)
-    # Each shown paper's card for this reader; the page templates only place them.
-    cards = {id(m): _card(m, updated, feedback) for m in [m for _, items in sections for m in items] + trending}
-
-    def html(ms: list[Match]) -> list[Markup]:
-        return [Markup(cards[id(m)][0]) for m in ms]  # escaped by the card template and by _card
-
-    def text(ms: list[Match]) -> list[str]:
-        return [cards[id(m)][1] for m in ms]
-
-    context = {
+    shown_matches = [m for _, items in sections for m in items] + trending
+    headers: dict[str, str] = {}
+    if unsubscribe_url:
+        # RFC 8058: the POST form lets a mail client unsubscribe in one click, without a page.
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    page = _Page(
+        kind_label={"instant": "alert", "daily": "daily digest", "weekly": "weekly digest"}.get(kind, kind),
+        date=now,
+        headline=f"{n} {label}",
+        sizes=tuple(len(items) for _, items in sections),
+        trending=len(trending),
+        unsubscribe=bool(unsubscribe_url),
+    )
+    values = {
         "subject": subject,
         "preheader": one_line("; ".join(str(_item(items[0])["title"]) for _, items in sections), 140),
-        "kind_label": {"instant": "alert", "daily": "daily digest", "weekly": "weekly digest"}.get(kind, kind),
-        "headline": f"{n} {label}",
         "greeting_name": one_line(profile.name or profile.id, 60),
         "intro": f"here {'is' if n == 1 else 'are'} {n} {noun} matching your interests, best first."
         if n
         else "nothing matched this time.",
         "user_id": profile.id,
         "delivery": f"{profile.delivery.mode}",
-        "unsubscribe_url": unsubscribe_url,
-        "date": now,
+        "unsubscribe_url": unsubscribe_url or "",
     }
-    headers: dict[str, str] = {}
-    if unsubscribe_url:
-        # RFC 8058: the POST form lets a mail client unsubscribe in one click, without a page.
-        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    html, text = _page(page, values, [t for t, _ in sections], [_card(m, updated, feedback) for m in shown_matches])
     return Email(
         subject=subject,
-        html=_env_html.get_template("email.html.j2").render(
-            context,
-            sections=[{"title": t, "papers": html(items)} for t, items in sections],
-            trending=html(trending),
-        ),
-        text=_env_text.get_template("email.txt.j2").render(
-            context,
-            sections=[{"title": t, "papers": text(items)} for t, items in sections],
-            trending=text(trending),
-        ),
-        paper_ids=[m.paper_id for _, items in sections for m in items] + [m.paper_id for m in trending],
+        html=html,
+        text=text,
+        paper_ids=[m.paper_id for m in shown_matches],
         headers=headers,
     )
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What the page around the cards depends on besides its reader's values: its shape."""
+
+    kind_label: str
+    date: datetime
+    headline: str  # its length is the text part's underline
+    sizes: tuple[int, ...]  # cards per topic section
+    trending: int
+    unsubscribe: bool
+
+    def context(self, values: dict[str, str], titles: list[str], cards: list[str], *, html: bool) -> dict[str, object]:
+        """What email.*.j2 gets."""
+        wrap = Markup if html else str
+        it = iter(cards)
+        return values | {
+            "kind_label": self.kind_label,
+            "date": self.date,
+            "headline": self.headline,
+            "unsubscribe_url": values["unsubscribe_url"] if self.unsubscribe else None,
+            "sections": [
+                {"title": t, "papers": [wrap(next(it)) for _ in range(size)]}
+                for t, size in zip(titles, self.sizes, strict=True)
+            ],
+            "trending": [wrap(next(it)) for _ in range(self.trending)],
+        }
+
+
+# The page's reader values; titles and cards are "title<k>" and "card<k>".
+_PAGE_SLOTS = ("subject", "preheader", "greeting_name", "intro", "user_id", "delivery", "unsubscribe_url")
+_NUMBERED = re.compile(r"(title|card)([0-9]+)")
+_PAGES: dict[_Page, tuple[list[object], list[object]]] = {}
+_PAGES_MAX = 4096
+
+
+def _page_direct(
+    page: _Page, values: dict[str, str], titles: list[str], cards: list[tuple[str, str]]
+) -> tuple[str, str]:
+    """The page rendered by the templates with this reader's values: the reference for ``_page``."""
+    html = page.context(values, titles, [c[0] for c in cards], html=True)
+    text = page.context(values, titles, [c[1] for c in cards], html=False)
+    return _env_html.get_template("email.html.j2").render(html), _env_text.get_template("email.txt.j2").render(text)
+
+
+def _page(page: _Page, values: dict[str, str], titles: list[str], cards: list[tuple[str, str]]) -> tuple[str, str]:
+    """(html, text) of one digest: the page of its shape, rendered once with markers and cached,
+    joined with this reader's values (escaped as Jinja escapes them) and cards."""
+    pieces = _PAGES.get(page)
+    if pieces is None:
+        marks = {name: _mark(name) for name in _PAGE_SLOTS}
+        mark_titles = [_mark(f"title{k}") for k in range(len(titles))]
+        mark_cards = [_mark(f"card{k}") for k in range(len(cards))]
+        html_page, text_page = _page_direct(page, marks, mark_titles, [(c, c) for c in mark_cards])
+        if len(_PAGES) >= _PAGES_MAX:
+            _PAGES.clear()
+        pieces = _PAGES[page] = (_slots(_SPLIT.split(html_page)), _slots(_SPLIT.split(text_page)))
+    html, text = list(pieces[0]), list(pieces[1])
+    for k in range(1, len(html), 2):
+        html[k] = _page_value(html[k], values, titles, cards, 0)  # type: ignore[arg-type]
+    for k in range(1, len(text), 2):
+        text[k] = _page_value(text[k], values, titles, cards, 1)  # type: ignore[arg-type]
+    return "".join(html), "".join(text)  # type: ignore[arg-type]
+
+
+def _slots(pieces: list[str]) -> list[object]:
+    """Odd places name a slot: ``(kind, key)``, kind "card", "title" (key: index) or "value"."""
+    out: list[object] = list(pieces)
+    for k in range(1, len(out), 2):
+        numbered = _NUMBERED.fullmatch(pieces[k])
+        out[k] = (numbered[1], int(numbered[2])) if numbered else ("value", pieces[k])
+    return out
+
+
+def _page_value(
+    slot: tuple[str, object], values: dict[str, str], titles: list[str], cards: list[tuple[str, str]], part: int
+) -> str:
+    kind, key = slot
+    if kind == "card":
+        return cards[key][part]  # type: ignore[index]
+    value = titles[key] if kind == "title" else values[key]  # type: ignore[index]
+    return escape(value) if part == 0 else value
 
 
 class MailMessage(EmailMessage):
@@ -400,7 +479,12 @@ def _is_plain_part(part: object) -> bool:
 
 def _headers(msg: EmailMessage) -> bytes:
     """The header block as BytesGenerator writes it under MAIL_POLICY."""
-    return b"".join(MAIL_POLICY.fold_binary(name, value) for name, value in msg.raw_items()) + b"\r\n"
+    out = []
+    for name, value in msg.raw_items():
+        shared = _FOLDED.get(id(value))
+        out.append(shared[1] if shared is not None and shared[0] is value else MAIL_POLICY.fold_binary(name, value))
+    out.append(b"\r\n")
+    return b"".join(out)
 
 
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
@@ -444,10 +528,18 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
 @lru_cache(maxsize=256)
 def _header(name: str, value: str) -> object:
     """A parsed header, shared by every message that carries the same one (header objects are
-    immutable). Only for values this module or the settings chose, never for feed text."""
+    immutable), and its folded form. Only for values this module or the settings chose."""
     if len(value.splitlines()) > 1:
         raise ValueError(f"header {name} has a line break")  # what msg[name] = value would refuse
-    return _SMTP_POLICY.header_factory(name, value)
+    header = _SMTP_POLICY.header_factory(name, value)
+    if len(_FOLDED) >= 1024:
+        _FOLDED.clear()  # a long-running mailer's past dates
+    _FOLDED[id(header)] = (header, MAIL_POLICY.fold_binary(name, header))
+    return header
+
+
+# Shared header objects (by id; each entry keeps its object alive) -> their bytes under MAIL_POLICY.
+_FOLDED: dict[int, tuple[object, bytes]] = {}
 
 
 def _text_part(subtype: str, text: str, *, mime_version: bool = False) -> EmailMessage:
@@ -468,34 +560,54 @@ def quoted_printable(text: str, width: int = 78) -> str:
     """``text`` as UTF-8 quoted-printable with ``\\n`` line ends, lines at most ``width`` long:
     the same string as ``email.quoprimime.body_encode`` returns for what ``set_content`` gives it,
     but quoting each distinct byte by one ``str.replace`` (a digest holds few) instead of a
-    per-character table lookup."""
+    per-character table lookup, and cutting a long line once: most lines of a digest are lines
+    of cards and of the page that every reader's digest repeats."""
     raw = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
     body = raw.decode("latin-1").replace("=", "=3D")  # first: every other quote brings an "="
     for byte in sorted(set(raw.translate(None, _QP_SAFE)) - {ord("=")}):
         body = body.replace(chr(byte), f"={byte:02X}")
+    lines = body.split("\n")
+    cuts = _QP_CUT.get(width)
+    if cuts is None or len(cuts) > _QP_CUT_MAX:
+        cuts = _QP_CUT[width] = {}  # a new day's lines: start again rather than track recency
+    for k in range(len(lines) - 1):
+        line = lines[k]
+        if len(line) > width or line[-1:] in (" ", "\t"):
+            cut = cuts.get(line)
+            if cut is None:
+                cut = cuts[line] = _qp_cut(line, width)
+            lines[k] = cut
+    return "\n".join(lines)
+
+
+# Long lines as cut, by width: a day's cards hold some tens of thousands.
+_QP_CUT: dict[int, dict[str, str]] = {}
+_QP_CUT_MAX = 50_000
+
+
+def _qp_cut(line: str, width: int) -> str:
+    """One quoted line as lines of at most ``width``, soft breaks ("=") where it was cut."""
     out: list[str] = []
     append = out.append
     room = width - 1  # a soft break "=" ends every cut line
-    for line in body.split("\n")[:-1]:
-        start = 0
-        last = len(line) - 1 - width
-        while start <= last:
-            stop = start + room
-            if line[stop - 2] == "=":  # never cut an "=XX" apart
-                append(line[start : stop - 1])
-                start = stop - 2
-            elif line[stop - 1] == "=":
-                append(line[start:stop])
-                start = stop - 1
-            else:
-                append(line[start:stop] + "=")
-                start = stop
-        if line and line[-1] in " \t":  # trailing white space must be protected
-            left = start - last
-            end = line[-1]
-            tail = f"={ord(end):02X}" if left >= 3 else end + "=\n" if left == 2 else f"=\n={ord(end):02X}"
-            append(line[start:-1] + tail)
+    start = 0
+    last = len(line) - 1 - width
+    while start <= last:
+        stop = start + room
+        if line[stop - 2] == "=":  # never cut an "=XX" apart
+            append(line[start : stop - 1])
+            start = stop - 2
+        elif line[stop - 1] == "=":
+            append(line[start:stop])
+            start = stop - 1
         else:
-            append(line[start:])
-    append("")
+            append(line[start:stop] + "=")
+            start = stop
+    if line and line[-1] in " \t":  # trailing white space must be protected
+        left = start - last
+        end = line[-1]
+        tail = f"={ord(end):02X}" if left >= 3 else end + "=\n" if left == 2 else f"=\n={ord(end):02X}"
+        append(line[start:-1] + tail)
+    else:
+        append(line[start:])
     return "\n".join(out)

@@ -139,7 +139,7 @@ def test_more_and_less_links_per_paper_and_topic():
     assert "f/more" not in render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW).html
 
 
-# --- the cached cards are the template's cards, byte for byte --------------------------------
+# --- cached cards and pages are the templates' output, byte for byte --------------------------------
 
 
 def _day_of_digests(seed: int) -> list[tuple[Profile, list[Match], dict]]:
@@ -190,13 +190,14 @@ def _day_of_digests(seed: int) -> list[tuple[Profile, list[Match], dict]]:
     return out
 
 
-def test_cached_cards_match_cards_rendered_by_the_template_for_each_reader(monkeypatch):
+def test_cached_cards_and_pages_match_the_templates_rendered_for_each_reader(monkeypatch):
     import alerts.render as rendering
 
     digests = _day_of_digests(seed=6)
     fast = [rendering.render(p, ms, **kw) for p, ms, kw in digests]
     again = [rendering.render(p, ms, **kw) for p, ms, kw in digests]  # every card from the cache now
     monkeypatch.setattr(rendering, "_card", rendering._card_direct)
+    monkeypatch.setattr(rendering, "_page", rendering._page_direct)
     straight = [rendering.render(p, ms, **kw) for p, ms, kw in digests]
     assert sum(len(e.paper_ids) for e in straight) > 300
     assert any("UPDATED v" in e.html for e in straight) and any("f/more/" in e.html for e in straight)
