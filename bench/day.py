@@ -2,16 +2,18 @@
 resident memory is its own): 2,000 real papers parsed -> published to the dev broker -> consumed
 -> embedded -> matched against 100k synthetic profiles -> daily digests rendered.
 
-Timed from the first byte parsed to the last digest rendered. Loading the model and building the
-100k-profile index happen once per matcher process, not once per day: they are reported apart
-(``day_setup_s``) and count toward peak memory.
+Timed from the first byte parsed to the last digest rendered. Loading the model, building the
+100k-profile index and the word counts happen once per matcher process, not once per day: they
+are reported apart (``day_setup_s``) and count toward peak memory.
 
-Digests: the first ``--render-sample`` (10,000) are rendered and the rest extrapolated at the
-same per-digest time (reported as ``day_render_extrapolated``).
+Match: the matcher's scorer as it is (``ProfileIndex.score``), ``--chunk`` papers per call as the
+matcher takes batches, with word counts over the day's papers (the matcher's running counts).
+Each reader keeps only the matches their digest can show (``max_papers``, in the digest's own
+order), as compact tuples: two million Match objects would cost gigabytes.
 
-The match stage is the scorer's dense stage (``ProfileIndex.similarities``, in chunks of papers)
-with the plain cosine rule ``similarity >= min_score``, then each user's best ``max_papers``.
-The full scorer's per-pair Python judge is not run at this scale (see ``match_2000x100k_s``).
+Render: every digest (``--render-sample`` renders fewer and extrapolates), as the mailer makes it:
+signed unsubscribe and "more / less like this" links, ``render``, ``to_mime`` and the message's
+bytes, which are counted and dropped.
 """
 
 from __future__ import annotations
@@ -26,12 +28,31 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from bench import data
 from bench.match import build
 
 log = logging.getLogger("bench.day")
+
+# (score, paper index, topic, similarity, keywords, followed authors): what a digest shows of a match.
+Hit = tuple[float, int, str, float, tuple[str, ...], tuple[str, ...]]
+
+
+def best_hits(hits: list[Hit], k: int, paper_ids: list[str]) -> list[Hit]:
+    """Each paper once (its best topic), the ``k`` best in ``alerts.render.select``'s order
+    (arXiv papers carry no upvotes, so paper id breaks ties)."""
+    out: list[Hit] = []
+    seen: set[int] = set()
+    for h in sorted(hits, key=lambda h: (-h[0], paper_ids[h[1]])):
+        if h[1] not in seen:
+            seen.add(h[1])
+            out.append(h)
+            if len(out) == k:
+                break
+    return out
+
+
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
     parser.add_argument("--papers", type=int, default=2000)
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--render-sample", type=int, default=10_000, help="digests actually rendered")
+    parser.add_argument("--chunk", type=int, default=200, help="papers per ProfileIndex.score call")
+    parser.add_argument("--render-sample", type=int, default=0, help="render only this many digests (0: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
@@ -48,25 +70,29 @@ def main(argv: list[str] | None = None) -> int:
     from bench.mail import free_port
     from consumers.embed import Embedder
     from consumers.fast_embed import OnnxEmbedder
-    from consumers.score import topic_text
-    from paperwire import kafka
+    from consumers.lexical import DocFreq
+    from consumers.score import ProfileIndex, topic_text
+    from paperwire import kafka, tokens
     from paperwire.broker import DevBroker
     from paperwire.models import Match, Paper, Reasons
     from paperwire.settings import Settings
 
     t0 = time.perf_counter()
     emb = OnnxEmbedder(cache_dir=args.state / "models") if args.backend == "onnx" else Embedder()
-    anchors = data.cached_vectors([p.text for p in data.arxiv_day(args.papers)], emb, args.state / "bench")
+    corpus = data.arxiv_day(args.papers)
+    anchors = data.cached_vectors([p.text for p in corpus], emb, args.state / "bench")
     real = emb.encode([topic_text(t) for t in data.real_topics()])
     sigma, _ = data.calibrate_sigma(real, anchors)
     profiles, vectors = build(args.users, anchors, sigma, seed=2)
-    from consumers.score import ProfileIndex
-
-    index = ProfileIndex(profiles, vectors)
+    freq = DocFreq()
+    freq.add(p.text for p in corpus)
+    del corpus
+    index = ProfileIndex(profiles, vectors, doc_freq=freq)
     del vectors
     by_user = {p.id: p for p in profiles}
     setup_s = time.perf_counter() - t0
-    log.info("setup %.1fs: %d topics", setup_s, len(index))
+    setup_peak = peak_gib()
+    log.info("setup %.1fs: %d topics, peak %.2f GiB", setup_s, len(index), setup_peak)
 
     stages: dict[str, float] = {}
     with DevBroker(port=free_port()) as broker:
@@ -102,84 +128,82 @@ def main(argv: list[str] | None = None) -> int:
         stages["embed"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        n_users = len(profiles)
-        ids: dict[str, int] = {}
-        row_user = np.array([ids.setdefault(r.user, len(ids)) for r in index.rules])
-        names = list(ids)
-        # Hits as three flat arrays (tens of millions of Python tuples would cost gigabytes).
-        hit_i, hit_j, hit_v = [], [], []
-        for s in range(0, len(pv), 128):
-            sims = index.similarities(pv[s : s + 128])
-            i, j = np.nonzero(sims >= index.thresholds)
-            hit_i.append((i + s).astype(np.int32))
-            hit_j.append(j.astype(np.int32))
-            hit_v.append(sims[i, j])
-            del sims
-        ii, jj, vv = np.concatenate(hit_i), np.concatenate(hit_j), np.concatenate(hit_v)
-        uu = row_user[jj]
-        order = np.lexsort((-vv, uu))  # by user, best first
-        ii, jj, vv, uu = ii[order], jj[order], vv[order], uu[order]
-        bounds = np.flatnonzero(np.r_[True, uu[1:] != uu[:-1], True])
-        picked: dict[int, list[tuple[float, int, int]]] = {}
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            u = int(uu[a])
-            seen: set[int] = set()
-            best: list[tuple[float, int, int]] = []
-            for k in range(a, b):  # a paper once per user, under its best topic; max_papers of them
-                if int(ii[k]) not in seen:
-                    seen.add(int(ii[k]))
-                    best.append((float(vv[k]), int(ii[k]), int(jj[k])))
-                    if len(best) >= by_user[names[u]].delivery.max_papers:
-                        break
-            picked[u] = best
-        hits = len(vv)
-        del ii, jj, vv, uu, order
+        paper_ids = [p.id for p in got]
+        row = {pid: i for i, pid in enumerate(paper_ids)}
+        kept: dict[str, list[Hit]] = {}
+        hits = 0
+        for s in range(0, len(got), args.chunk):
+            touched: set[str] = set()
+            for m in index.score(got[s : s + args.chunk], pv[s : s + args.chunk]):
+                r = m.reasons
+                hit = (m.score, row[m.paper_id], m.topic, r.similarity, tuple(r.keywords), tuple(r.authors))
+                kept.setdefault(m.user, []).append(hit)
+                touched.add(m.user)
+                hits += 1
+            for user in touched:  # bound what a reader holds: only what their digest can show
+                k = by_user[user].delivery.max_papers
+                if len(kept[user]) > 2 * k:
+                    kept[user] = best_hits(kept[user], k, paper_ids)
+        for user, mine in kept.items():
+            kept[user] = best_hits(mine, by_user[user].delivery.max_papers, paper_ids)
         stages["match"] = time.perf_counter() - t
+        log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(kept), peak_gib())
 
         t = time.perf_counter()
         now = datetime.now(UTC)
-        rendered = 0
+        users = list(kept)[: args.render_sample or None]
         total_bytes = 0
-        for u, top in list(picked.items())[: args.render_sample]:
-            profile = by_user[names[u]]
+        for n, user in enumerate(users, 1):
+            profile = by_user[user]
             matches = [
                 Match(
-                    user=profile.id,
-                    topic=index.rules[j].topic.name,
-                    paper_id=got[i].id,
-                    score=round(v, 4),
-                    reasons=Reasons(topic=index.rules[j].topic.name, similarity=round(v, 4)),
+                    user=user,
+                    topic=topic,
+                    paper_id=paper_ids[i],
+                    score=score,
+                    version=got[i].version,
                     paper=got[i],
+                    reasons=Reasons(topic=topic, similarity=sim, keywords=list(keywords), authors=list(authors)),
                 )
-                for v, i, j in top
+                for score, i, topic, sim, keywords, authors in kept[user]
             ]
-            email = render(profile, matches, kind="daily", now=now)
-            msg = to_mime(email, sender="alerts@bench.example.org", recipient=profile.email, now=now, user=profile.id)
+            email = render(
+                profile,
+                matches,
+                kind="daily",
+                now=now,
+                unsubscribe_url=tokens.unsubscribe_url(settings, user, now=now),
+                feedback=lambda action, paper, topic, user=user: tokens.feedback_url(
+                    settings, user, action, paper, topic, now=now
+                ),
+            )
+            msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=user)
             total_bytes += len(msg.as_bytes())
-            rendered += 1
+            if n % 10_000 == 0:
+                log.info("rendered %d of %d digests (%.1fs)", n, len(users), time.perf_counter() - t)
         render_s = time.perf_counter() - t
-        # Rendering is linear in digests (~7 ms each): past the sample it is extrapolated, so a
-        # 100k-reader day does not spend ten minutes of every bench run in Jinja.
-        stages["render"] = render_s * len(picked) / max(rendered, 1)
+        rendered = len(users)
+        stages["render"] = render_s * len(kept) / max(rendered, 1)  # the same unless --render-sample
         wall = time.perf_counter() - start - render_s + stages["render"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(
         json.dumps(
             {
                 "day_wall_s": round(wall, 1),
-                "day_peak_gib": round(peak, 2),
+                "day_peak_gib": round(peak_gib(), 2),
                 "day_setup_s": round(setup_s, 1),
+                "day_setup_peak_gib": round(setup_peak, 2),
                 "day_stage_s": {k: round(v, 2) for k, v in stages.items()},
                 "day_papers": len(got),
-                "day_profiles": n_users,
+                "day_profiles": len(profiles),
                 "day_topics": len(index),
-                "day_digests": len(picked),
+                "day_digests": len(kept),
                 "day_hits": hits,
                 "day_digests_rendered": rendered,
-                "day_render_extrapolated": rendered < len(picked),
+                "day_render_extrapolated": rendered < len(kept),
+                "day_render_ms_per_digest": round(render_s / max(rendered, 1) * 1000, 3),
                 "day_digest_kib_mean": round(total_bytes / max(rendered, 1) / 1024, 1),
                 "day_embed_backend": emb.name,
-                "day_match": "dense stage, cosine >= min_score, top max_papers per user",
+                "day_match": f"ProfileIndex.score, {args.chunk} papers per call; each reader's best max_papers",
             }
         )
     )
