@@ -266,6 +266,8 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.exits: Counter[int] = Counter()
+        self.pids: dict[int, int] = {}  # OS pid -> run number
+        self.ends: dict[int, str] = {}  # run number -> "kill -9" or "exited RC: last error"
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -276,6 +278,7 @@ class Service:
             stdout=logfile, stderr=subprocess.STDOUT,
         )
         logfile.close()
+        self.pids[self.proc.pid] = self.starts
         self.timeline.add(f"{self.name} #{self.starts} started")
 
     def log_path(self, n: int) -> Path:
@@ -286,6 +289,7 @@ class Service:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+                self.ends[self.starts] = "kill -9"
                 self.timeline.add(f"{self.name} #{self.starts} kill -9")
                 self.exits[-9] += 1
                 self.start()
@@ -295,7 +299,8 @@ class Service:
         with self.lock:
             if self.proc is not None and (rc := self.proc.poll()) is not None:
                 self.exits[rc] += 1
-                self.timeline.add(f"{self.name} #{self.starts} exited {rc}: {self.last_error(self.starts)}")
+                self.ends[self.starts] = f"exited {rc}: {self.last_error(self.starts)}"
+                self.timeline.add(f"{self.name} #{self.starts} {self.ends[self.starts]}")
                 log.info("%s exited with %d; restarting", self.name, rc)
                 self.start()
 
@@ -662,6 +667,18 @@ class Chaos:
             "chance_of_a_window_duplicate": round(1 - (1 - exposure) ** kills, 4),
         }
 
+    def sender_end(self, m: Received) -> str | None:
+        """How the mailer that sent ``m`` ended. The Message-ID names its process
+        (``make_msgid``: <time.pid.random.user@domain>); failing that, the mailer running when the
+        server kept it. (A killed client's last bytes still reach the server, so the server can
+        keep a message after its sender died: the pid is the evidence, the time a fallback.)"""
+        parts = m.message_id.strip("<>").split(".")
+        run = self.mailer.pids.get(int(parts[1])) if len(parts) > 2 and parts[1].isdigit() else None
+        if run is not None:
+            end = self.mailer.ends.get(run)
+            return f"mailer #{run} {end}" if end else None
+        return self.timeline.next_end("mailer", m.t)
+
     def explain(self, pairs: list[tuple[str, str]], carried: dict[tuple[str, str], list[Received]]) -> list[Any]:
         """For each duplicated pair: the emails that carried it, whether the mailer logged each
         one's ledger write, the faults, kills, starts and exits around them, and the cause.
@@ -675,7 +692,7 @@ class Chaos:
             mails = carried[pair]
             causes = []
             for m in mails[:-1]:  # each copy that was followed by another
-                end = self.timeline.next_end("mailer", m.t)
+                end = self.sender_end(m)
                 if m.message_id in ledgered:
                     causes.append("ledgered, yet mailed again")
                 elif end is not None and " kill -9" in end:
