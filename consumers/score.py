@@ -19,9 +19,10 @@ How it stays fast at 100k readers: both cosines are matrix products over every p
 GEMM; lexical: sparse TF-IDF rows of the papers times the topics' queries), taken in blocks of
 papers x topics so memory stays bounded. Keywords add at most 0.05, so ``0.5 dense + 2 lexical +
 0.05 + feedback`` bounds a pair's score from above; only pairs whose bound reaches their
-threshold, and pairs with a followed author, go on to the per-pair rules (regexes, Match), and
-those are a few per ten thousand. The bound only skips pairs that cannot match: the results are
-those of judging every pair.
+threshold, and pairs with a followed author, go on to the rules (regexes, once per paper and
+distinct set of words) and become Matches: about 1 % of pairs on the bench's data, most of which
+do match, so building Matches is most of what is left. The bound only skips pairs that cannot
+match: the results are those of judging every pair.
 """
 
 from __future__ import annotations
@@ -108,23 +109,23 @@ class _Queries:
 
     def __init__(self) -> None:
         self.vocab: dict[str, int] = {}
-        self._by_text: dict[str, int] = {}
+        self._by_text: dict[tuple[str, str, tuple[str, ...]], int] = {}
         self._by_words: dict[frozenset[tuple[str, int]], int] = {}
         self._counts: list[Counter[str]] = []
         self.raw: sparse.csr_matrix | None = None
         self._cached: tuple[int, int, sparse.csr_matrix] | None = None
 
-    def row(self, topic: Topic) -> int:
-        text = topic_text(topic)
-        row = self._by_text.get(text)
+    def row(self, topic: Topic, keywords: tuple[str, ...]) -> int:
+        key = (topic.name, topic.description, keywords)  # no text built for a topic seen before
+        row = self._by_text.get(key)
         if row is None:
-            counts = Counter(terms(text))
+            counts = Counter(terms(topic_text(topic)))
             row = self._by_words.setdefault(frozenset(counts.items()), len(self._counts))
             if row == len(self._counts):
                 self._counts.append(counts)
                 for term in counts:
                     self.vocab.setdefault(term, len(self.vocab))
-            self._by_text[text] = row
+            self._by_text[key] = row
         return row
 
     def __len__(self) -> int:
@@ -202,7 +203,9 @@ class ProfileIndex:
         self.doc_freq = doc_freq
         self.rules: list[Rule] = []
         self._queries = _Queries()
-        rows: list[np.ndarray] = []
+        n_topics = sum(len(p.topics) for p in profiles if p.enabled)
+        dim = len(next(iter(vectors.values()))) if vectors else 384
+        self.matrix = np.zeros((n_topics, dim), np.float32)
         min_scores: list[float] = []
         rule_sets: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], int] = {}
         rule_set_of: list[int] = []
@@ -215,20 +218,18 @@ class ProfileIndex:
             for topic in profile.topics:
                 j = len(self.rules)
                 self.rules.append(Rule(profile.id, topic))
-                rows.append(vectors[(profile.id, topic.name)])
+                self.matrix[j] = vectors[(profile.id, topic.name)]
                 min_scores.append(DEFAULT_MIN_SCORE if topic.min_score is None else topic.min_score)
+                keywords = tuple(topic.keywords)
                 rule_set_of.append(
-                    rule_sets.setdefault(
-                        (tuple(topic.keywords), tuple(topic.exclude), tuple(topic.categories)), len(rule_sets)
-                    )
+                    rule_sets.setdefault((keywords, tuple(topic.exclude), tuple(topic.categories)), len(rule_sets))
                 )
-                query_rows.append(self._queries.row(topic))
+                query_rows.append(self._queries.row(topic, keywords))
                 for a in topic.authors:
                     authors.setdefault(_norm_author(a), []).append(j)
                 if seeds and (s := seeds.get((profile.id, topic.name))) is not None:
                     self._seeds[j] = s
         self._queries.freeze()
-        self.matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, 384), np.float32)
         self.thresholds = np.array(min_scores, dtype=np.float32)
         self._min_scores = np.array(min_scores)  # the judge compares in float64, like the scores it computes
         # Topics with the same keywords, exclude terms and categories share one rule set: the rules
@@ -242,7 +243,7 @@ class ProfileIndex:
         self._need = ((self._min_scores - keyword_bonus) / DENSE_WEIGHT - _MARGIN).astype(np.float32)
         self._authors = {a: np.unique(np.array(js, dtype=np.int64)) for a, js in authors.items()}
         self._author_sets: dict[int, set[str]] = {}
-        row = {(r.user, r.topic.name): j for j, r in enumerate(self.rules)}
+        row = {(r.user, r.topic.name): j for j, r in enumerate(self.rules)} if feedback else {}
         self.feedback = {row[key]: fb for key, fb in (feedback or {}).items() if key in row}
         self.last_candidates = 0  # pairs the last ``score`` call judged one by one (for the bench)
 
