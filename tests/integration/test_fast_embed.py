@@ -52,6 +52,16 @@ def test_batch_order_is_input_order(onnx_embedder, abstracts) -> None:  # noqa: 
     assert np.diag(sims).min() >= 0.98
 
 
+def test_parallel_runs_give_the_sequential_result(onnx_embedder, onnx_cache: Path, abstracts) -> None:  # noqa: ANN001
+    from consumers.fast_embed import OnnxEmbedder
+
+    # Same batches (batch_size 4 either way), run one after another or two at a time: every row
+    # must land in its own place, and a single-threaded run does not depend on its neighbours.
+    one = OnnxEmbedder(cache_dir=onnx_cache, batch_size=4, threads=1)
+    two = OnnxEmbedder(cache_dir=onnx_cache, batch_size=4, threads=2)
+    np.testing.assert_array_equal(two.encode(abstracts), one.encode(abstracts))
+
+
 def test_empty_input_and_own_cache_name(onnx_embedder, embedder) -> None:  # noqa: ANN001
     assert onnx_embedder.encode([]).shape == (0, 384)
     assert onnx_embedder.name != embedder.name  # its vectors differ, so its Redis cache must too
