@@ -264,8 +264,9 @@ def _mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
-def make_embedder(settings: Settings) -> Embedder | OnnxEmbedder:
-    """The embedder ``settings.embed_backend`` names."""
+def make_embedder(settings: Settings, *, progress: bool = False) -> Embedder | OnnxEmbedder:
+    """The embedder ``settings.embed_backend`` names: every command that embeds takes it from here,
+    so profile topics and papers always come from the same model (``progress``: torch's bar)."""
     if settings.embed_backend == "onnx":
         return OnnxEmbedder(settings.model_path, cache_dir=settings.state_dir / "models")
-    return Embedder(settings.model_path, settings.embed_batch_size)
+    return Embedder(settings.model_path, settings.embed_batch_size, progress=progress)

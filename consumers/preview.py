@@ -13,6 +13,7 @@ import redis
 
 from consumers import paper_store, profile_store
 from consumers.embed import Embedder, embed_papers
+from consumers.fast_embed import make_embedder
 from consumers.score import ProfileIndex
 from paperwire.errors import PaperwireError
 from paperwire.models import Match
@@ -38,7 +39,7 @@ def preview(
     papers = paper_store.recent(r, settings, since_s)
     if not papers:
         return []
-    embedder = embedder or Embedder(settings.model_path, settings.embed_batch_size)
+    embedder = embedder or make_embedder(settings)
     vectors = embed_papers(papers, embedder, r, settings)  # cached: the matcher embedded them already
     index = ProfileIndex(
         [p.model_copy(update={"enabled": True}) for p in profiles],

@@ -27,7 +27,7 @@ def sync_profiles():
     @task
     def sync() -> dict:
         from consumers import profile_store
-        from consumers.embed import Embedder
+        from consumers.fast_embed import make_embedder
         from paperwire.airflow_settings import task_settings
         from paperwire.errors import ConfigError
         from paperwire.profiles import load
@@ -40,7 +40,7 @@ def sync_profiles():
         if loaded.problems:
             raise ConfigError("nothing synced; fix these files:\n" + "\n".join(map(str, loaded.problems)))
         r = connect(settings)
-        vectors, seeds = profile_store.build(loaded.profiles, Embedder(settings.model_path), r, settings)
+        vectors, seeds = profile_store.build(loaded.profiles, make_embedder(settings), r, settings)
         version = profile_store.sync(loaded.profiles, vectors, r, settings, seeds)
         return {"profiles": len(loaded.profiles), "version": version}
 

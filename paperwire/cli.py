@@ -80,14 +80,14 @@ def _load_profiles_or_fail(paths: list[Path]):  # noqa: ANN202
 
 
 def cmd_match(a: argparse.Namespace) -> int:
-    from consumers.embed import Embedder
+    from consumers.fast_embed import make_embedder
     from consumers.profile_store import topic_vectors
     from consumers.score import ProfileIndex
 
     settings = _settings()
     loaded = _load_profiles_or_fail([Path(a.profiles)])
     papers = _read_papers(a.papers)
-    embedder = Embedder(settings.model_path, settings.embed_batch_size)
+    embedder = make_embedder(settings)
     index = ProfileIndex(loaded.profiles, topic_vectors(loaded.profiles, embedder))
     for m in index.score(papers, embedder.encode([p.text for p in papers]), top=a.top):
         print(
@@ -111,7 +111,7 @@ def cmd_profiles_validate(a: argparse.Namespace) -> int:
 
 def cmd_profiles_sync(a: argparse.Namespace) -> int:
     from consumers import profile_store
-    from consumers.embed import Embedder
+    from consumers.fast_embed import make_embedder
     from paperwire.redisio import connect
 
     settings = _settings()
@@ -122,7 +122,7 @@ def cmd_profiles_sync(a: argparse.Namespace) -> int:
         print("profiles not synced: fix the files above (or pass --keep-going to sync the valid ones)", file=sys.stderr)
         return 1
     r = connect(settings)
-    embedder = Embedder(settings.model_path, progress=sys.stderr.isatty())
+    embedder = make_embedder(settings, progress=sys.stderr.isatty())
     vectors, seeds = profile_store.build(loaded.profiles, embedder, r, settings, fetch=not a.dry_run)
     if a.dry_run:
         print(f"would sync {len(loaded.profiles)} profiles ({len(vectors)} topics)")
@@ -186,12 +186,12 @@ def _duration_s(text: str) -> float:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from consumers import evaluate
-    from consumers.embed import Embedder
+    from consumers.fast_embed import make_embedder
 
     settings = _settings()
     paths = [Path(p) for p in a.sets] or evaluate.default_sets()
     sets = [evaluate.load_set(path, Path(a.shared)) for path in paths]  # bad input fails before the model loads
-    embedder = Embedder(settings.model_path, settings.embed_batch_size, progress=sys.stderr.isatty())
+    embedder = make_embedder(settings, progress=sys.stderr.isatty())
     results = {}
     for es in sets:
         results[es.name] = evaluate.evaluate(es, embedder)

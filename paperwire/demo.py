@@ -238,7 +238,7 @@ def run_demo(base: Settings, *, keep_outbox: bool = False, serve: bool = False, 
     from alerts import mailer
     from alerts.deliver import send_due
     from consumers import matcher, profile_store
-    from consumers.embed import Embedder
+    from consumers.fast_embed import make_embedder
     from paperwire.airflow_local import airflow_env, dags_test, ensure_db
     from paperwire.profiles import load
     from paperwire.redisio import connect
@@ -291,7 +291,7 @@ def run_demo(base: Settings, *, keep_outbox: bool = False, serve: bool = False, 
             loaded = load([settings.profiles_dir])
             for problem in loaded.problems:
                 log.error("%s", problem)
-            embedder = Embedder(settings.model_path, settings.embed_batch_size)
+            embedder = make_embedder(settings)
             r = connect(settings)
             profile_store.sync(loaded.profiles, profile_store.topic_vectors(loaded.profiles, embedder), r, settings)
 
