@@ -30,6 +30,13 @@ answering requests with errors (``push_request_errors``), Redis client connectio
 (``CLIENT KILL``) and Redis itself killed and restarted from its AOF. Then everything is
 healed, the driver waits until both consumer groups have committed to the end of their topics,
 and prints a JSON summary and, last, ``faults=N expected=M lost=L duplicated=D``.
+
+The summary explains each duplicate (``duplicates``: the emails that carried the pair, their
+Message-IDs, whether the mailer logged their ledger write, the faults, kills and exits around
+them, and the cause; ``duplicated_in_window`` counts the copies due to the one window SMTP
+leaves, a ``kill -9`` between the relay keeping an email and the ledger write) and measures
+that window in the run (``window``). ``--only KIND,...`` and ``--faults N`` inject one kind of
+fault, as often as asked, to measure one mechanism.
 """
 
 from __future__ import annotations
