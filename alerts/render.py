@@ -225,6 +225,10 @@ def _paper_card(paper: Paper) -> _Card:
     return card
 
 
+def _title(m: Match) -> str:
+    return str(_paper_card(_paper(m)).fields["title"])
+
+
 def _card_html() -> Callable[[dict[str, object]], str]:
     return _env_html.get_template("card.html.j2").module.paper  # type: ignore[attr-defined,no-any-return]
 
@@ -331,7 +335,7 @@ def render(
     )
     values = {
         "subject": subject,
-        "preheader": one_line("; ".join(str(_item(items[0])["title"]) for _, items in sections), 140),
+        "preheader": one_line("; ".join(_title(items[0]) for _, items in sections), 140),
         "greeting_name": one_line(profile.name or profile.id, 60),
         "intro": f"here {'is' if n == 1 else 'are'} {n} {noun} matching your interests, best first."
         if n
