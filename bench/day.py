@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
     parser.add_argument("--papers", type=int, default=2000)
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--chunk", type=int, default=200, help="papers per ProfileIndex.score call")
+    parser.add_argument("--chunk", type=int, default=100, help="papers per ProfileIndex.score call (a matcher batch)")
     parser.add_argument("--render-sample", type=int, default=0, help="render only this many digests (0: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
