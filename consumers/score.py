@@ -212,23 +212,24 @@ class ProfileIndex:
         query_rows: list[int] = []
         authors: dict[str, list[int]] = {}
         self._seeds: dict[int, Seeds] = {}
-        for profile in profiles:
-            if not profile.enabled:
-                continue
-            for topic in profile.topics:
-                j = len(self.rules)
-                self.rules.append(Rule(profile.id, topic))
-                self.matrix[j] = vectors[(profile.id, topic.name)]
-                min_scores.append(DEFAULT_MIN_SCORE if topic.min_score is None else topic.min_score)
-                keywords = tuple(topic.keywords)
-                rule_set_of.append(
-                    rule_sets.setdefault((keywords, tuple(topic.exclude), tuple(topic.categories)), len(rule_sets))
-                )
-                query_rows.append(self._queries.row(topic, keywords))
-                for a in topic.authors:
-                    authors.setdefault(_norm_author(a), []).append(j)
-                if seeds and (s := seeds.get((profile.id, topic.name))) is not None:
-                    self._seeds[j] = s
+        with _no_gc():  # at 100k profiles each full collection would walk millions of profile objects
+            for profile in profiles:
+                if not profile.enabled:
+                    continue
+                for topic in profile.topics:
+                    j = len(self.rules)
+                    self.rules.append(Rule(profile.id, topic))
+                    self.matrix[j] = vectors[(profile.id, topic.name)]
+                    min_scores.append(DEFAULT_MIN_SCORE if topic.min_score is None else topic.min_score)
+                    keywords = tuple(topic.keywords)
+                    rule_set_of.append(
+                        rule_sets.setdefault((keywords, tuple(topic.exclude), tuple(topic.categories)), len(rule_sets))
+                    )
+                    query_rows.append(self._queries.row(topic, keywords))
+                    for a in topic.authors:
+                        authors.setdefault(_norm_author(a), []).append(j)
+                    if seeds and (s := seeds.get((profile.id, topic.name))) is not None:
+                        self._seeds[j] = s
         self._queries.freeze()
         self.thresholds = np.array(min_scores, dtype=np.float32)
         self._min_scores = np.array(min_scores)  # the judge compares in float64, like the scores it computes
@@ -314,7 +315,7 @@ class ProfileIndex:
         )
         n_topics = len(self.rules)
         # Papers per block: the lexical cosines of a block (papers x distinct queries) stay bounded too.
-        step = max(1, min(len(papers), _BLOCK_CELLS // max(len(self._queries), n_topics if top else 1)))
+        step = max(1, min(len(papers), _BLOCK_CELLS // max(len(self._queries), n_topics if top is not None else 1)))
         found: dict[tuple[int, str], bool] = {}
         matches: list[Match] = []
         self.last_candidates = 0
@@ -336,7 +337,7 @@ class ProfileIndex:
                 k = np.searchsorted(fb_cols, jj).clip(max=len(fb_cols) - 1)
                 has = fb_cols[k] == jj
                 adj[has] = fb_adj[s:e][ii[has], k[has]]
-            if top is None:  # the lexical ceiling, as a float32 test (bit for bit what it always was)
+            if top is None:  # the lexical ceiling: the same float32 test as ever
                 best_case = DENSE_WEIGHT * sims + LEXICAL_WEIGHT * LEXICAL_CEILING + KEYWORD_WEIGHT + adj
                 keep = (best_case >= self.thresholds[jj]) | followed
                 ii, jj, sims, lex, adj = ii[keep], jj[keep], sims[keep], lex[keep], adj[keep]
