@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     # Matching and mailing.
     embed_batch_size: int = 64
     # torch: plain sentence-transformers fp32. onnx: the same model on ONNX Runtime with int8
-    # weights (consumers/fast_embed.py; exported once into <state_dir>/models), 2-3.7x faster here.
+    # weights (consumers/fast_embed.py; exported once into <state_dir>/models, ~25 s), 1.9x faster
+    # (median, best 2.3x) on the shared 2-core AVX2 box, same eval nDCG. Not the default: issue 6
+    # asks 3x, and without VNNI int8 does only ~1.75x the work of fp32 per CPU second.
+    # Profiles must be re-synced after changing it (their stored vectors come from the model).
     embed_backend: Literal["torch", "onnx"] = "torch"
     coalesce_s: float = 2.0  # an instant burst within this window becomes one email
 
