@@ -117,6 +117,8 @@ def _why(m: Match) -> str:
         parts.append("you follow " + ", ".join(m.reasons.authors))
     if m.reasons.keywords:
         parts.append("mentions " + ", ".join(m.reasons.keywords))
+    if m.reasons.seed_paper:  # a seed paper of the profile, or one the reader liked
+        parts.append(f"close to {m.reasons.seed_paper}, a paper you chose")
     return "; ".join(parts)
 
 

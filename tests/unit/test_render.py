@@ -63,6 +63,14 @@ def test_digest_is_capped_best_first_and_grouped():
     assert "mentions grasping" in out.text
 
 
+def test_why_names_the_seed_or_liked_paper_a_match_is_close_to():
+    near = match("2611.00001", "Near", 0.8)
+    near.reasons.seed_paper = "2611.00009"
+    out = render(PROFILE, [near, match("2611.00002", "Plain", 0.7)], kind="daily", now=NOW)
+    assert out.text.count("close to 2611.00009, a paper you chose") == 1
+    assert "close to 2611.00009, a paper you chose" in out.html
+
+
 def test_hostile_title_is_escaped_and_cannot_inject_headers():
     evil = "<script>alert(1)</script>\r\nBcc: victim@example.com\r\nX-Evil: 1"
     out = render(PROFILE, [match("2611.00001", evil, 0.9)], kind="instant", now=NOW)
