@@ -14,7 +14,8 @@ of the gain comes from using the cores better than torch's intra-op threads do (
 2. fuse it with ONNX Runtime's BERT optimizer (attention, LayerNorm, GELU become single ops),
 3. quantize the weights to int8 with dynamic quantization (activations stay float, scaled per
    batch; weights per output channel, per-tensor scales cost cosine 0.93), and cache the result
-   under ``<state_dir>/models/`` keyed by the model files' digest (~20 s, once);
+   in ``settings.model_cache_dir`` (default ``~/.cache/paperwire/models``, one per user, shared
+   by every state dir) keyed by the model files' digest (~20 s, once per machine and model);
 4. at run time: tokenise with the model's own ``tokenizer.json`` (same truncation at 256 tokens),
    batch texts of similar length together so little padding is computed, and run the batches
    data-parallel: one single-threaded ``session.run`` per core at a time (ONNX Runtime releases
@@ -46,13 +47,16 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from consumers.embed import DIM, MODEL_NAME, Embedder, default_model_path
+from paperwire.settings import default_model_cache_dir
 
 if TYPE_CHECKING:
     from paperwire.settings import Settings
@@ -89,6 +93,29 @@ def _atomic_write(target: Path, write: callable) -> None:  # type: ignore[valid-
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def _export_lock(folder: Path) -> Iterator[bool]:
+    """One exporter per model folder at a time, across processes (matcher replicas starting
+    together, a test run beside a demo): the others wait, then find the files made. Two exports at
+    once would each take as long as both, for nothing. The kernel drops the lock when its holder
+    dies, so a killed exporter never blocks the next one. Yields whether the lock is held."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock; the atomic renames alone keep the files whole
+        yield False
+        return
+    with (folder / ".lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process's ONNX export in %s", folder)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _export_fp32(model_path: Path, out: Path) -> None:
@@ -171,13 +198,26 @@ def _quantize(src: Path, out: Path) -> None:
 def onnx_model_file(model_path: str | Path | None, cache_dir: Path, *, quantize: bool = True) -> Path:
     """The ONNX model for ``model_path``, exported (and quantized) on first use into ``cache_dir``."""
     src = Path(model_path or default_model_path())
-    folder = cache_dir / f"{MODEL_NAME}-{_fingerprint(src)}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(cache_dir) / f"{MODEL_NAME}-{_fingerprint(src)}"
     fp32, fused, int8 = folder / "model.onnx", folder / "model.fused.onnx", folder / "model.int8.onnx"
     target = int8 if quantize else fused
-    if target.is_file():
+    if target.is_file():  # the usual case: no lock, no writes (the cache may be read-only)
         return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with _export_lock(folder) as locked:
+        if target.is_file():  # made by the process we waited for
+            return target
+        if locked:
+            # Every writer holds this lock, so a temp file here now is a killed exporter's (90 MB).
+            for stale in folder.glob("*.tmp"):
+                stale.unlink(missing_ok=True)
+        _export(src, fp32, fused, int8 if quantize else None)
+    return target
+
+
+def _export(src: Path, fp32: Path, fused: Path, int8: Path | None) -> None:
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    folder = fp32.parent
     # Tracing a third-party model warns about its Python control flow and about the TorchScript
     # exporter being legacy (chosen on purpose, above); none of it concerns the exported graph,
     # which the faithfulness test checks against the fp32 model.
@@ -188,10 +228,9 @@ def onnx_model_file(model_path: str | Path | None, cache_dir: Path, *, quantize:
             _atomic_write(fp32, lambda p: _export_fp32(src, p))
         if not fused.is_file():
             _atomic_write(fused, lambda p: _optimize(fp32, p, config))
-        if quantize and not int8.is_file():
+        if int8 is not None and not int8.is_file():
             log.info("quantizing %s to int8", fused)
             _atomic_write(int8, lambda p: _quantize(fused, p))
-    return target
 
 
 class OnnxEmbedder:
@@ -202,7 +241,7 @@ class OnnxEmbedder:
         model_path: str | None = None,
         batch_size: int = 8,
         *,
-        cache_dir: Path = Path(".state/models"),
+        cache_dir: Path | None = None,
         quantize: bool = True,
         threads: int | None = None,
     ) -> None:
@@ -212,7 +251,7 @@ class OnnxEmbedder:
         self.path = model_path or default_model_path()
         self.batch_size = batch_size  # the most per run; small batches keep every core busy to the end
         self.name = ONNX_NAME if quantize else f"{MODEL_NAME}-onnx"
-        self.file = onnx_model_file(self.path, Path(cache_dir), quantize=quantize)
+        self.file = onnx_model_file(self.path, Path(cache_dir or default_model_cache_dir()), quantize=quantize)
         st_config = json.loads((Path(self.path) / "sentence_bert_config.json").read_text(encoding="utf-8"))
         self.max_length = int(st_config.get("max_seq_length", 256))
         self.tokenizer = Tokenizer.from_file(str(Path(self.path) / "tokenizer.json"))
@@ -287,5 +326,5 @@ def make_embedder(settings: Settings, *, progress: bool = False) -> Embedder | O
     """The embedder ``settings.embed_backend`` names: every command that embeds takes it from here,
     so profile topics and papers always come from the same model (``progress``: torch's bar)."""
     if settings.embed_backend == "onnx":
-        return OnnxEmbedder(settings.model_path, cache_dir=settings.state_dir / "models")
+        return OnnxEmbedder(settings.model_path, cache_dir=settings.model_cache_dir)
     return Embedder(settings.model_path, settings.embed_batch_size, progress=progress)

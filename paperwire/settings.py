@@ -6,10 +6,11 @@ at import time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,11 +52,14 @@ class Settings(BaseSettings):
     # Matching and mailing.
     embed_batch_size: int = 64
     # torch: plain sentence-transformers fp32. onnx: the same model on ONNX Runtime with int8
-    # weights (consumers/fast_embed.py; exported once into <state_dir>/models, ~25 s), 1.9x faster
+    # weights (consumers/fast_embed.py; exported once into model_cache_dir, ~20 s), 1.9x faster
     # (median, best 2.3x) on the shared 2-core AVX2 box, same eval nDCG. Not the default: issue 6
     # asks 3x, and without VNNI int8 does only ~1.75x the work of fp32 per CPU second.
     # Profiles must be re-synced after changing it (their stored vectors come from the model).
     embed_backend: Literal["torch", "onnx"] = "torch"
+    # Where the onnx backend keeps its export of the model (~20 s to make, once per model digest).
+    # Per user, not per state dir: every state dir, test and matcher replica on a machine shares it.
+    model_cache_dir: Path = Field(default_factory=lambda: default_model_cache_dir())
     coalesce_s: float = 2.0  # an instant burst within this window becomes one email
 
     # Alerts (alerts/, paperwire/tokens.py). The secret signs unsubscribe and feedback links; it may
@@ -89,3 +93,15 @@ class Settings(BaseSettings):
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""
         return self.redis_prefix + ":".join(parts)
+
+
+def default_model_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/paperwire/models``, else ``~/.cache/paperwire/models``: a per-user cache
+    (what XDG means it for), so exports outlive ``make clean`` and are shared by every state dir."""
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if not base or not os.path.isabs(base):  # the XDG spec: a relative value is to be ignored
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory (some service accounts): next to the state
+            return Path(".state") / "models"
+    return Path(base) / "paperwire" / "models"

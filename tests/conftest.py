@@ -4,6 +4,10 @@ Redis is the machine's running server (PAPERWIRE_REDIS_URL, default 127.0.0.1:63
 test gets its own key prefix and deletes only its own keys. The Kafka-protocol broker is the
 in-memory dev broker on a free port; each test gets fresh topic and group names. With CI=true a
 missing service fails the run; elsewhere it skips with the reason.
+
+The ONNX export of the model is made once per test session into one temporary model cache that
+every test, state dir and subprocess shares (PAPERWIRE_MODEL_CACHE_DIR, inherited); set that
+variable beforehand to reuse an existing cache instead.
 """
 
 from __future__ import annotations
@@ -38,6 +42,23 @@ def shared_dir() -> Path:
     if not (SHARED / "real-feeds").is_dir():
         missing(f"{SHARED}/real-feeds is not there")
     return SHARED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ONNX export for the whole session: tests make fresh state dirs by the dozen, and an
+    export is ~20 s. Set in the environment, so Settings() and subprocesses (the CLI, matchers
+    under chaos, Airflow tasks) all find it; a fresh folder, so every run exercises the export."""
+    given = os.environ.get("PAPERWIRE_MODEL_CACHE_DIR")
+    if given:
+        yield Path(given)
+        return
+    path = tmp_path_factory.mktemp("model-cache")
+    os.environ["PAPERWIRE_MODEL_CACHE_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop("PAPERWIRE_MODEL_CACHE_DIR", None)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("state") / "models"  # as under a state dir
+def onnx_cache(model_cache_dir: Path) -> Path:
+    return model_cache_dir  # the session's one export (tests/conftest.py)
 
 
 @pytest.fixture(scope="session")
@@ -83,5 +83,8 @@ def test_backend_setting_selects_the_embedder(settings, onnx_cache: Path) -> Non
 
     assert settings.embed_backend == "torch"
     assert isinstance(make_embedder(settings), Embedder)
-    fast = make_embedder(settings.model_copy(update={"embed_backend": "onnx", "state_dir": onnx_cache.parent}))
+    fast = make_embedder(settings.model_copy(update={"embed_backend": "onnx"}))
     assert isinstance(fast, OnnxEmbedder)
+    # From the shared model cache, not from this test's own (fresh, empty) state dir.
+    assert fast.file.is_relative_to(onnx_cache)
+    assert not (settings.state_dir / "models").exists()
