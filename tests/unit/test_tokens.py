@@ -67,3 +67,45 @@ def test_localhost_links_work_without_a_secret_for_development():
     # ... and such a token is worthless once a real secret is configured.
     with pytest.raises(InvalidToken):
         verify(PUBLIC, url.rsplit("/", 1)[1], action="unsubscribe", now=NOW)
+
+
+def test_tokens_are_the_reference_json_and_hmac_byte_for_byte():
+    """sign() writes the claims and the MAC without json.dumps and hmac.new (for speed): the token
+    must stay what they make, so every link already mailed keeps verifying."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def reference(settings: Settings, user: str, action: str, paper: str, topic: str, expires: int) -> str:
+        body = json.dumps(
+            {"u": user, "a": action, "p": paper, "t": topic, "e": expires}, separators=(",", ":"), sort_keys=True
+        ).encode()
+        secret = settings.secret_key.get_secret_value().encode()
+        mac = hmac.new(secret, b"paperwire-token-v1\x00" + body, hashlib.sha256).digest()
+        return ".".join(base64.urlsafe_b64encode(x).rstrip(b"=").decode() for x in (body, mac))
+
+    texts = ["", "ada", "LLM inference", 'q"uote\\back', "Été 😀", "\x00\r\n\u2028", "=?utf-8?q?x?=", "x" * 300]
+    for user in ("ada", "u000123", "Zoë"):
+        for paper in texts[:4]:
+            for topic in texts:
+                for action, ttl in (("unsubscribe", timedelta(days=365)), ("more", timedelta(days=90))):
+                    token = sign(PUBLIC, user, action, paper=paper, topic=topic, ttl=ttl, now=NOW)
+                    expires = int((NOW + ttl).timestamp())
+                    assert token == reference(PUBLIC, user, action, paper, topic, expires)
+                    claims = verify(PUBLIC, token, action=action, user=user, now=NOW)
+                    assert (claims.paper, claims.topic) == (paper, topic)
+
+
+def test_the_signing_key_follows_the_settings_it_is_given():
+    """The key is cached per (secret, public URL): other settings sign with their own key, and a
+    public URL without a real secret is refused every time, not only the first."""
+    other = Settings(public_url="https://alerts.example.org", secret_key="o" * 40)
+    token = sign(PUBLIC, "ada", "unsubscribe", now=NOW)
+    assert verify(PUBLIC, token, action="unsubscribe", now=NOW).user == "ada"
+    with pytest.raises(InvalidToken, match="bad signature"):
+        verify(other, token, action="unsubscribe", now=NOW)
+    assert verify(other, sign(other, "ada", "unsubscribe", now=NOW), action="unsubscribe", now=NOW).user == "ada"
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            sign(Settings(public_url="https://alerts.example.org", secret_key="short"), "ada", "unsubscribe")
