@@ -58,6 +58,8 @@ AUTHOR_SCORE = 1.0
 LEXICAL_CEILING = 0.15
 # Blocks of papers x topics: at most this many float32 cells at a time (32 MB per array).
 _BLOCK_CELLS = 1 << 23
+# The bound by runs of topics (``_reach``) when the runs of a block average this many topics.
+_RUN_MIN = 64
 # The bound is tested in float32 on block products and the judge recomputes in float64: a pair
 # within this much (in dense-cosine units) of its threshold is judged rather than dropped.
 _MARGIN = 1e-4
@@ -201,47 +203,58 @@ class ProfileIndex:
         feedback: dict[tuple[str, str], TopicFeedback] | None = None,
     ) -> None:
         self.doc_freq = doc_freq
-        self.rules: list[Rule] = []
         self._queries = _Queries()
-        n_topics = sum(len(p.topics) for p in profiles if p.enabled)
-        dim = len(next(iter(vectors.values()))) if vectors else 384
-        self.matrix = np.zeros((n_topics, dim), np.float32)
-        min_scores: list[float] = []
         rule_sets: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], int] = {}
-        rule_set_of: list[int] = []
+        rows: list[Rule] = []
         query_rows: list[int] = []
-        authors: dict[str, list[int]] = {}
-        self._seeds: dict[int, Seeds] = {}
+        rule_set_of: list[int] = []
+        min_scores: list[float] = []
         with _no_gc():  # at 100k profiles each full collection would walk millions of profile objects
             for profile in profiles:
                 if not profile.enabled:
                     continue
                 for topic in profile.topics:
-                    j = len(self.rules)
-                    self.rules.append(Rule(profile.id, topic))
-                    self.matrix[j] = vectors[(profile.id, topic.name)]
+                    rows.append(Rule(profile.id, topic))
                     min_scores.append(DEFAULT_MIN_SCORE if topic.min_score is None else topic.min_score)
                     keywords = tuple(topic.keywords)
                     rule_set_of.append(
                         rule_sets.setdefault((keywords, tuple(topic.exclude), tuple(topic.categories)), len(rule_sets))
                     )
                     query_rows.append(self._queries.row(topic, keywords))
-                    for a in topic.authors:
-                        authors.setdefault(_norm_author(a), []).append(j)
-                    if seeds and (s := seeds.get((profile.id, topic.name))) is not None:
-                        self._seeds[j] = s
         self._queries.freeze()
-        self.thresholds = np.array(min_scores, dtype=np.float32)
-        self._min_scores = np.array(min_scores)  # the judge compares in float64, like the scores it computes
         # Topics with the same keywords, exclude terms and categories share one rule set: the rules
         # run once per (paper, rule set), however many readers copied the same words.
         self._rule_sets = [_RuleSet(list(k), list(x), set(c)) for k, x, c in rule_sets]
-        self._rule_set_of = np.array(rule_set_of, dtype=np.int64)
-        keyword_bonus = np.array([rs.keyword_bonus for rs in self._rule_sets])[self._rule_set_of]
-        self._has_authors = np.array([bool(r.topic.authors) for r in self.rules], dtype=bool)
-        self._query_rows = np.array(query_rows, dtype=np.int64)
+        keyword_bonus = np.array([rs.keyword_bonus for rs in self._rule_sets] or [0.0])[np.array(rule_set_of, np.int64)]
         # The bound a pair must reach, in dense-cosine units: dense + 4 lexical (+ 2 feedback) >= need.
-        self._need = ((self._min_scores - keyword_bonus) / DENSE_WEIGHT - _MARGIN).astype(np.float32)
+        need = ((np.array(min_scores) - keyword_bonus) / DENSE_WEIGHT - _MARGIN).astype(np.float32)
+        # Rows sorted by (query, need): topics that share both form runs, and a run's bound is one
+        # comparison per paper against a per-paper threshold (``_reach``). ``position`` keeps each
+        # row's place in the profiles, so matches still come out in that order.
+        order = np.lexsort((need, np.array(query_rows, np.int64))) if rows else np.zeros(0, np.int64)
+        self.position = order  # row j of the matrix is the profiles' topic number position[j]
+        self.rules: list[Rule] = [rows[k] for k in order.tolist()]
+        self._need = need[order]
+        self._query_rows = np.array(query_rows, dtype=np.int64)[order]
+        self._rule_set_of = np.array(rule_set_of, dtype=np.int64)[order]
+        self._min_scores = np.array(min_scores)[order]  # the judge compares in float64, like the scores it computes
+        self.thresholds = self._min_scores.astype(np.float32)
+        dim = len(next(iter(vectors.values()))) if vectors else 384
+        self.matrix = np.zeros((len(self.rules), dim), np.float32)
+        authors: dict[str, list[int]] = {}
+        self._seeds: dict[int, Seeds] = {}
+        with _no_gc():
+            for j, (user, topic) in enumerate(self.rules):
+                self.matrix[j] = vectors[(user, topic.name)]
+                for a in topic.authors:
+                    authors.setdefault(_norm_author(a), []).append(j)
+                if seeds and (s := seeds.get((user, topic.name))) is not None:
+                    self._seeds[j] = s
+        # Runs of rows with one (query, need): [start, stop) each.
+        cut = np.flatnonzero((np.diff(self._query_rows) != 0) | (np.diff(self._need) != 0)) + 1
+        self._run_starts = np.concatenate([[0], cut]).astype(np.int64)
+        self._run_stops = np.concatenate([cut, [len(self.rules)]]).astype(np.int64)
+        self._has_authors = np.array([bool(r.topic.authors) for r in self.rules], dtype=bool)
         self._authors = {a: np.unique(np.array(js, dtype=np.int64)) for a, js in authors.items()}
         self._author_sets: dict[int, set[str]] = {}
         row = {(r.user, r.topic.name): j for j, r in enumerate(self.rules)} if feedback else {}
@@ -268,6 +281,25 @@ class ProfileIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(ii), np.concatenate(jj)
 
+    def _reach(self, dense: np.ndarray, lexical: np.ndarray, a: int, b: int) -> np.ndarray:
+        """Flat indices into ``dense`` (papers x topics ``a:b``) of the pairs whose score bound,
+        ``dense + 4 lexical``, reaches the topic's ``need``."""
+        scale = np.float32(LEXICAL_WEIGHT / DENSE_WEIGHT)
+        lo, hi = np.searchsorted(self._run_stops, a, side="right"), np.searchsorted(self._run_starts, b)
+        if (hi - lo) * _RUN_MIN <= b - a:
+            # Long runs (readers who share a topic's words): per run, one threshold per paper.
+            mask = np.empty(dense.shape, dtype=bool)
+            for r in range(lo, hi):
+                s, e = max(a, int(self._run_starts[r])), min(b, int(self._run_stops[r]))
+                need = self._need[s] - scale * lexical[:, self._query_rows[s]]
+                np.greater_equal(dense[:, s - a : e - a], need[:, None], out=mask[:, s - a : e - a])
+        else:  # every reader's own words: the bound pair by pair
+            bound = lexical[:, self._query_rows[a:b]]
+            bound *= scale
+            bound += dense
+            mask = bound >= self._need[a:b]
+        return np.flatnonzero(mask)
+
     def _bounded(
         self, vectors: np.ndarray, lexical: np.ndarray, fb_cols: np.ndarray, fb_adj: np.ndarray, *, every: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -277,30 +309,40 @@ class ProfileIndex:
         jj: list[np.ndarray] = []
         sims: list[np.ndarray] = []
         block = max(1, _BLOCK_CELLS // max(1, len(vectors)))
-        scale = np.float32(LEXICAL_WEIGHT / DENSE_WEIGHT)
         for a in range(0, len(self.rules), block):
             b = min(len(self.rules), a + block)
             dense = vectors @ self.matrix[a:b].T
             if every:
-                i, j = np.repeat(np.arange(len(vectors)), b - a), np.tile(np.arange(b - a), len(vectors))
+                flat = np.arange(dense.size)
             else:
-                bound = lexical[:, self._query_rows[a:b]]
-                bound *= scale
-                bound += dense
+                flat = self._reach(dense, lexical, a, b)
                 lo, hi = np.searchsorted(fb_cols, [a, b])
-                if hi > lo:  # topics with reader feedback: their nudge, pair by pair
-                    bound[:, fb_cols[lo:hi] - a] += fb_adj[:, lo:hi] / DENSE_WEIGHT
-                i, j = np.nonzero(bound >= self._need[a:b])
+                if hi > lo:  # topics with reader feedback: their nudge widens the bound, pair by pair
+                    cols = fb_cols[lo:hi] - a
+                    bound = dense[:, cols] + (LEXICAL_WEIGHT * lexical[:, self._query_rows[fb_cols[lo:hi]]]
+                                              + fb_adj[:, lo:hi]) / DENSE_WEIGHT
+                    fi, fk = np.nonzero(bound >= self._need[fb_cols[lo:hi]])
+                    flat = np.union1d(flat, fi * (b - a) + cols[fk])
+            i, j = np.divmod(flat, b - a)
             ii.append(i)
             jj.append(j + a)
-            sims.append(dense[i, j])
+            sims.append(dense.ravel()[flat])
         return np.concatenate(ii), np.concatenate(jj), np.concatenate(sims)
 
     def score(self, papers: list[Paper], paper_vectors: np.ndarray, *, top: int | None = None) -> list[Match]:
         """Matches above threshold; with ``top``, each user's ``top`` best regardless of threshold."""
-        if not self.rules or not papers:
-            return []
+        scored = self.score_columns(papers, paper_vectors, every=top is not None)
+        matches = scored.matches()
+        if top is not None:
+            matches = _top_per_user(matches, top, {p.id: p.upvotes or 0 for p in papers})
+        return matches
+
+    def score_columns(self, papers: list[Paper], paper_vectors: np.ndarray, *, every: bool = False) -> Scored:
+        """Matches above threshold as columns (``Scored``), in the order of the papers, then of
+        the profiles' topics; with ``every``, every pair that passes the rules, whatever its score."""
         vectors = np.ascontiguousarray(paper_vectors, dtype=np.float32)
+        if not self.rules or not papers:
+            return Scored.empty(self, papers, vectors)
         freq = self.doc_freq
         if freq is None:  # no running counts: the batch itself says which words are common
             freq = DocFreq()
@@ -315,17 +357,16 @@ class ProfileIndex:
         )
         n_topics = len(self.rules)
         # Papers per block: the lexical cosines of a block (papers x distinct queries) stay bounded too.
-        step = max(1, min(len(papers), _BLOCK_CELLS // max(len(self._queries), n_topics if top is not None else 1)))
+        step = max(1, min(len(papers), _BLOCK_CELLS // max(len(self._queries), n_topics if every else 1)))
         found: dict[tuple[int, str], bool] = {}
-        matches: list[Match] = []
+        parts: list[Scored] = []
         self.last_candidates = 0
         for s in range(0, len(papers), step):
             e = min(len(papers), s + step)
             lexical = (paper_rows[s:e] @ queries.T).toarray()  # float64: (papers, distinct queries)
-            ii, jj, sims = self._bounded(
-                vectors[s:e], lexical.astype(np.float32), fb_cols, fb_adj[s:e], every=top is not None
-            )
-            if top is None:  # followed authors match whatever their score: judged even if the bound says no
+            ii, jj, sims = self._bounded(vectors[s:e], lexical.astype(np.float32), fb_cols, fb_adj[s:e], every=every)
+            followed = np.zeros(len(ii), dtype=bool)
+            if not every:  # followed authors match whatever their score: judged even if the bound says no
                 fi, fj = self._followed(papers, s, e)
                 fsims = np.einsum("ij,ij->i", vectors[s:e][fi], self.matrix[fj])
                 keys, first = np.unique(np.concatenate([ii * n_topics + jj, fi * n_topics + fj]), return_index=True)
@@ -337,15 +378,13 @@ class ProfileIndex:
                 k = np.searchsorted(fb_cols, jj).clip(max=len(fb_cols) - 1)
                 has = fb_cols[k] == jj
                 adj[has] = fb_adj[s:e][ii[has], k[has]]
-            if top is None:  # the lexical ceiling: the same float32 test as ever
+            if not every:  # the lexical ceiling: the same float32 test as ever
                 best_case = DENSE_WEIGHT * sims + LEXICAL_WEIGHT * LEXICAL_CEILING + KEYWORD_WEIGHT + adj
                 keep = (best_case >= self.thresholds[jj]) | followed
                 ii, jj, sims, lex, adj = ii[keep], jj[keep], sims[keep], lex[keep], adj[keep]
             self.last_candidates += len(ii)
-            matches += self._judge(papers, vectors, s, ii, jj, sims, lex, adj, found, ignore_threshold=top is not None)
-        if top is not None:
-            matches = _top_per_user(matches, top, {p.id: p.upvotes or 0 for p in papers})
-        return matches
+            parts.append(self._judge(papers, vectors, s, ii, jj, sims, lex, adj, found, every=every))
+        return Scored.concat(self, papers, vectors, parts)
 
     def _judge(
         self,
@@ -359,9 +398,9 @@ class ProfileIndex:
         feedback: np.ndarray,
         found: dict[tuple[int, str], bool],
         *,
-        ignore_threshold: bool,
-    ) -> list[Match]:
-        """The rules for candidate pairs (papers ``start + ii``, topics ``jj``), then their Matches."""
+        every: bool,
+    ) -> Scored:
+        """The rules for candidate pairs (papers ``start + ii``, topics ``jj``): those that match."""
         n_sets = len(self._rule_sets)
         keys, inv = np.unique(ii * n_sets + self._rule_set_of[jj], return_inverse=True)
         passed = np.zeros(len(keys), dtype=bool)
@@ -393,19 +432,96 @@ class ProfileIndex:
             if hits := [a for a in papers[start + int(ii[n])].authors if _norm_author(a) in followed]:
                 authors[n] = hits
                 score[n] = max(score[n], AUTHOR_SCORE)
-        keep = passed[inv] if ignore_threshold else passed[inv] & (score >= self._min_scores[jj])
-        out: list[Match] = []
+        keep = passed[inv] if every else passed[inv] & (score >= self._min_scores[jj])
+        # In the profiles' order: by paper, then by each topic's place in the profiles.
         idx = np.flatnonzero(keep)
+        idx = idx[np.lexsort((self.position[jj[idx]], ii[idx]))]
+        rank = np.full(len(ii), -1, np.int64)
+        rank[idx] = np.arange(len(idx))
+        return Scored(
+            self,
+            papers,
+            vectors,
+            paper=ii[idx] + start,
+            topic=jj[idx],
+            score=score[idx],
+            similarity=sims[idx],
+            lexical=lexical[idx],
+            feedback=feedback[idx],
+            words=inv[idx],
+            keywords=keywords,
+            categories=categories,
+            authors={int(rank[n]): a for n, a in authors.items() if rank[n] >= 0},
+        )
+
+
+@dataclass
+class Scored:
+    """The matches of one ``score_columns`` call, one row each: paper ``papers[paper[k]]`` on
+    topic ``index.rules[topic[k]]``. Arrays, so a day at 100k readers (millions of matches) costs
+    no Python object per match until one is asked for (``matches``)."""
+
+    index: ProfileIndex
+    papers: list[Paper]
+    vectors: np.ndarray
+    paper: np.ndarray
+    topic: np.ndarray
+    score: np.ndarray
+    similarity: np.ndarray
+    lexical: np.ndarray
+    feedback: np.ndarray
+    words: np.ndarray  # row k's keywords found and categories shared: keywords[words[k]], categories[words[k]]
+    keywords: list[list[str]]
+    categories: list[list[str]]
+    authors: dict[int, list[str]]  # row -> the followed authors it names
+
+    def __len__(self) -> int:
+        return len(self.paper)
+
+    @classmethod
+    def empty(cls, index: ProfileIndex, papers: list[Paper], vectors: np.ndarray) -> Scored:
+        z, f = np.zeros(0, np.int64), np.zeros(0)
+        return cls(index, papers, vectors, z, z, f, f, f, f, z, [], [], {})
+
+    @classmethod
+    def concat(cls, index: ProfileIndex, papers: list[Paper], vectors: np.ndarray, parts: list[Scored]) -> Scored:
+        if not parts:
+            return cls.empty(index, papers, vectors)
+        if len(parts) == 1:
+            return parts[0]
+        rows = words = 0
+        authors: dict[int, list[str]] = {}
+        offsets = []
+        for p in parts:
+            authors.update({rows + n: a for n, a in p.authors.items()})
+            offsets.append(words)
+            rows += len(p)
+            words += len(p.keywords)
+        return cls(
+            index,
+            papers,
+            vectors,
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("paper", "topic", "score", "similarity", "lexical", "feedback")),
+            words=np.concatenate([p.words + o for p, o in zip(parts, offsets, strict=True)]),
+            keywords=[k for p in parts for k in p.keywords],
+            categories=[c for p in parts for c in p.categories],
+            authors=authors,
+        )
+
+    def matches(self) -> list[Match]:
+        """One ``Match`` per row."""
+        out: list[Match] = []
+        rules, seeds, papers = self.index.rules, self.index._seeds, self.papers
         rows = zip(
-            *(a.tolist() for a in (idx, ii[idx] + start, jj[idx], inv[idx], score[idx], sims[idx], lexical[idx])),
-            feedback[idx].tolist(),
+            *(a.tolist() for a in (self.paper, self.topic, self.words, self.score, self.similarity, self.lexical)),
+            self.feedback.tolist(),
             strict=True,
         )
         with _no_gc():
-            for n, i, j, u, total, sim, lex, nudge in rows:  # Python scalars: numpy ones cost more per use
-                user, topic = self.rules[j]
+            for n, (i, j, u, total, sim, lex, nudge) in enumerate(rows):  # Python scalars: numpy ones cost more
+                user, topic = rules[j]
                 paper = papers[i]
-                seeds = self._seeds.get(j)
+                s = seeds.get(j)
                 out.append(
                     Match(
                         user=user,
@@ -417,10 +533,10 @@ class ProfileIndex:
                             topic=topic.name,
                             similarity=round(sim, 4),
                             lexical=round(lex, 4),
-                            keywords=list(keywords[u]),
-                            authors=authors.get(n, []),
-                            categories=list(categories[u]),
-                            seed_paper=_closest_seed(seeds, vectors[i], paper.id) if seeds is not None else None,
+                            keywords=list(self.keywords[u]),
+                            authors=self.authors.get(n, []),
+                            categories=list(self.categories[u]),
+                            seed_paper=_closest_seed(s, self.vectors[i], paper.id) if s is not None else None,
                             feedback=round(nudge, 4),
                         ),
                     )

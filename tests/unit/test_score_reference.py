@@ -148,7 +148,8 @@ def assert_same(got: list[Match], want: list[Match]) -> None:
 
 @pytest.mark.parametrize("counts", ["running", "batch"])
 @pytest.mark.parametrize("top", [None, 7])
-def test_block_scorer_equals_judging_every_pair(world, counts, top, monkeypatch):  # noqa: ANN001
+@pytest.mark.parametrize("runs", [1, 10**9], ids=["by-runs", "pair-by-pair"])
+def test_block_scorer_equals_judging_every_pair(world, counts, top, runs, monkeypatch):  # noqa: ANN001
     papers, pv, profiles, vectors, seeds, feedback = world
     if top is not None:  # every pair is judged: fewer papers keep the reference quick
         papers, pv = papers[:30], pv[:30]
@@ -158,6 +159,7 @@ def test_block_scorer_equals_judging_every_pair(world, counts, top, monkeypatch)
         freq.add(p.text for p in papers)
     want = reference(profiles, vectors, papers, pv, freq=freq, seeds=seeds, feedback=feedback, top=top)
     monkeypatch.setattr(scoring, "_BLOCK_CELLS", 997)  # many small blocks: the seams must not show
+    monkeypatch.setattr(scoring, "_RUN_MIN", runs)  # the bound for topics sharing words, or pair by pair
     index = ProfileIndex(profiles, vectors, doc_freq=freq, seeds=seeds, feedback=feedback)
     got = index.score(papers, pv, top=top)
     assert_same(got, want)
