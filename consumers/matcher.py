@@ -146,16 +146,25 @@ class MatcherStage(stream.Stage[Paper]):
         )
 
     def publish(self, matches: list[Match], by_id: dict[str, Paper]) -> None:
+        debug = log.isEnabledFor(logging.DEBUG)
         for m in matches:
             m.paper = by_id[m.paper_id]
             self.producer.send(self.settings.topic_matches, key=m.user.encode(), value=m.model_dump_json().encode())
+            if debug:  # a line per match: at 10k readers a paper can match hundreds of them
+                log.debug(
+                    "match user=%s paper=%s topic=%r score=%.3f",
+                    m.user,
+                    m.paper_id,
+                    m.topic,
+                    m.score,
+                    extra={"user": m.user, "paper_id": m.paper_id},
+                )
+        if matches:
             log.info(
-                "match user=%s paper=%s topic=%r score=%.3f",
-                m.user,
-                m.paper_id,
-                m.topic,
-                m.score,
-                extra={"user": m.user, "paper_id": m.paper_id},
+                "%d matches for %d readers from %d papers",
+                len(matches),
+                len({m.user for m in matches}),
+                len({m.paper_id for m in matches}),
             )
 
     def trending(self, papers: list[Paper], vectors: np.ndarray, already: set[tuple[str, str]]) -> list[Match]:

@@ -64,6 +64,10 @@ def producer(settings: Settings, **overrides: object) -> Producer:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
+        # A batch per partition of up to 512 KB rather than 16 KB: a paper that matches hundreds of
+        # readers is hundreds of ~2.5 KB records, and each batch that fills wakes the sender thread
+        # (profiled at 10k readers: 1.3 s of 3.7 s publishing 15,856 matches went to wake-ups).
+        "batch_size": 512 * 1024,
         "retries": 5,
         "client_id": "paperwire",
     }
