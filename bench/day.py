@@ -6,10 +6,10 @@ Timed from the first byte parsed to the last digest rendered. Loading the model,
 100k-profile index and the word counts happen once per matcher process, not once per day: they
 are reported apart (``day_setup_s``) and count toward peak memory.
 
-Match: the matcher's scorer as it is (``ProfileIndex.score``), ``--chunk`` papers per call as the
-matcher takes batches, with word counts over the day's papers (the matcher's running counts).
-Each reader keeps only the matches their digest can show (``max_papers``, in the digest's own
-order), as compact tuples: two million Match objects would cost gigabytes.
+Match: the matcher's scorer as it is (``ProfileIndex.score_columns``), ``--chunk`` papers per
+call as the matcher's consumer takes batches, with word counts over the day's papers (the
+matcher's running counts). Each reader keeps only the matches their digest can show
+(``max_papers``, in the digest's own order), selected as arrays (``digests``).
 
 Render: every digest (``--render-sample`` renders fewer and extrapolates), as the mailer makes it:
 signed unsubscribe and "more / less like this" links, ``render``, ``to_mime`` and the message's
@@ -25,6 +25,8 @@ import resource
 import sys
 import time
 import uuid
+
+import numpy as np
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,17 +39,33 @@ log = logging.getLogger("bench.day")
 Hit = tuple[float, int, str, float, tuple[str, ...], tuple[str, ...]]
 
 
-def best_hits(hits: list[Hit], k: int, paper_ids: list[str]) -> list[Hit]:
-    """Each paper once (its best topic), the ``k`` best in ``alerts.render.select``'s order
-    (arXiv papers carry no upvotes, so paper id breaks ties)."""
-    out: list[Hit] = []
-    seen: set[int] = set()
-    for h in sorted(hits, key=lambda h: (-h[0], paper_ids[h[1]])):
-        if h[1] not in seen:
-            seen.add(h[1])
-            out.append(h)
-            if len(out) == k:
-                break
+def digests(parts: list, user_of_row: np.ndarray, max_papers: np.ndarray, paper_ids: list[str]) -> dict[int, list[Hit]]:
+    """What each reader's digest shows of the day's matches (``Scored`` columns, one per batch):
+    each paper once, under its best topic, the reader's ``max_papers`` best in
+    ``alerts.render.select``'s order (arXiv papers carry no upvotes, so paper id breaks ties).
+    Sorted as arrays: millions of matches, a Python object only for those a digest shows."""
+    id_rank = np.empty(len(paper_ids), np.int64)
+    id_rank[np.argsort(np.array(paper_ids))] = np.arange(len(paper_ids))
+    cols = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("paper", "topic", "score")}
+    part = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+    row = np.concatenate([np.arange(len(p)) for p in parts])
+    user = user_of_row[cols["topic"]]
+    order = np.lexsort((id_rank[cols["paper"]], -np.round(cols["score"], 4), user))
+    # Each (reader, paper) once: its first row in that order is its best topic.
+    _, first = np.unique(user[order] * len(paper_ids) + cols["paper"][order], return_index=True)
+    order = order[np.sort(first)]
+    u = user[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    place = np.arange(len(u)) - np.repeat(starts, np.diff(np.r_[starts, len(u)]))
+    order = order[place < max_papers[u]]
+    out: dict[int, list[Hit]] = {}
+    for k in order.tolist():
+        p, r = parts[part[k]], int(row[k])
+        rule = p.index.rules[int(p.topic[r])]
+        w = int(p.words[r])
+        hit = (round(float(p.score[r]), 4), int(p.paper[r]), rule.topic.name, round(float(p.similarity[r]), 4),
+               tuple(p.keywords[w]), tuple(p.authors.get(r, ())))
+        out.setdefault(int(user[k]), []).append(hit)
     return out
 
 
@@ -61,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
     parser.add_argument("--papers", type=int, default=2000)
     parser.add_argument("--users", type=int, default=100_000)
-    # Papers per ProfileIndex.score call. At 100k readers a call of 100 papers returns ~270k Match
-    # objects (~0.5 GB): 50 keeps the day under 4 GiB.
-    parser.add_argument("--chunk", type=int, default=50, help="papers per ProfileIndex.score call")
+    # Papers per score call: at most what the matcher's consumer polls at once.
+    parser.add_argument("--chunk", type=int, default=256, help="papers per ProfileIndex.score_columns call")
     parser.add_argument("--render-sample", type=int, default=0, help="render only this many digests (0: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
@@ -91,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     del corpus
     index = ProfileIndex(profiles, vectors, doc_freq=freq)
     del vectors
-    by_user = {p.id: p for p in profiles}
+    user_of_row = np.array([k for k, p in enumerate(profiles) if p.enabled for _ in p.topics], np.int64)[index.position]
+    max_papers = np.array([p.delivery.max_papers for p in profiles], np.int64)
     setup_s = time.perf_counter() - t0
     setup_peak = peak_gib()
     log.info("setup %.1fs: %d topics, peak %.2f GiB", setup_s, len(index), setup_peak)
@@ -131,23 +149,13 @@ def main(argv: list[str] | None = None) -> int:
 
         t = time.perf_counter()
         paper_ids = [p.id for p in got]
-        row = {pid: i for i, pid in enumerate(paper_ids)}
-        kept: dict[str, list[Hit]] = {}
-        hits = 0
+        parts = []
         for s in range(0, len(got), args.chunk):
-            touched: set[str] = set()
-            for m in index.score(got[s : s + args.chunk], pv[s : s + args.chunk]):
-                r = m.reasons
-                hit = (m.score, row[m.paper_id], m.topic, r.similarity, tuple(r.keywords), tuple(r.authors))
-                kept.setdefault(m.user, []).append(hit)
-                touched.add(m.user)
-                hits += 1
-            for user in touched:  # bound what a reader holds: little more than their digest can show
-                k = by_user[user].delivery.max_papers
-                if len(kept[user]) > k + k // 4:
-                    kept[user] = best_hits(kept[user], k, paper_ids)
-        for user, mine in kept.items():
-            kept[user] = best_hits(mine, by_user[user].delivery.max_papers, paper_ids)
+            scored = index.score_columns(got[s : s + args.chunk], pv[s : s + args.chunk])
+            scored.paper += s
+            parts.append(scored)
+        hits = sum(len(p) for p in parts)
+        kept = digests(parts, user_of_row, max_papers, paper_ids)
         stages["match"] = time.perf_counter() - t
         log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(kept), peak_gib())
 
@@ -155,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         now = datetime.now(UTC)
         users = list(kept)[: args.render_sample or None]
         total_bytes = 0
-        for n, user in enumerate(users, 1):
-            profile = by_user[user]
+        for n, u in enumerate(users, 1):
+            profile = profiles[u]
+            user = profile.id
             matches = [
                 Match(
                     user=user,
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                     paper=got[i],
                     reasons=Reasons(topic=topic, similarity=sim, keywords=list(keywords), authors=list(authors)),
                 )
-                for score, i, topic, sim, keywords, authors in kept[user]
+                for score, i, topic, sim, keywords, authors in kept[u]
             ]
             email = render(
                 profile,
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 "day_render_ms_per_digest": round(render_s / max(rendered, 1) * 1000, 3),
                 "day_digest_kib_mean": round(total_bytes / max(rendered, 1) / 1024, 1),
                 "day_embed_backend": emb.name,
-                "day_match": f"ProfileIndex.score, {args.chunk} papers per call; each reader's best max_papers",
+                "day_match": f"ProfileIndex.score_columns, {args.chunk} papers per call; each reader's best max_papers",
             }
         )
     )
