@@ -89,8 +89,17 @@ def bench_e2e(
             ]
             for th in threads:
                 th.start()
-            time.sleep(3)  # let both consumer groups get their partitions before the clock starts
             producer = kafka.producer(settings)
+            # Warm up before the clock starts: both groups joined, the matcher's 10k profiles
+            # loaded, the mailer's connections open. One paper through, then quiet for 2 s.
+            warm = papers[0].model_copy(update={"id": f"{papers[0].id}-w{tag}"})
+            producer.send(settings.topic_papers, key=warm.id.encode(), value=warm.model_dump_json().encode())
+            producer.flush()
+            deadline = time.time() + 120
+            while time.time() < deadline and not (
+                sink.handler.accepted and time.time() - sink.handler.accepted[-1][0] > 2
+            ):
+                time.sleep(0.2)
             published: dict[str, float] = {}
             t0 = time.perf_counter()
             for n, p in enumerate(stream_papers):
