@@ -2,6 +2,7 @@
 
 This module owns the ONNX copy of the packaged model and the ``OnnxEmbedder`` that runs it. Same
 interface as ``consumers.embed.Embedder`` (``name``, ``encode(texts) -> float32 unit vectors``).
+It is the default backend (``PAPERWIRE_EMBED_BACKEND=onnx``); ``torch`` stays selectable.
 
 Why it is faster (profiled on the 91 seed papers, which all fill the 256-token window): in plain
 sentence-transformers ~75 % of the time is fp32 ``torch.nn.functional.linear``; tokenisation and

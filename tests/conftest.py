@@ -5,8 +5,9 @@ test gets its own key prefix and deletes only its own keys. The Kafka-protocol b
 in-memory dev broker on a free port; each test gets fresh topic and group names. With CI=true a
 missing service fails the run; elsewhere it skips with the reason.
 
-The ONNX export of the model is made once per test session into one temporary model cache that
-every test, state dir and subprocess shares (PAPERWIRE_MODEL_CACHE_DIR, inherited); set that
+The embedder is the default backend (ONNX int8; PAPERWIRE_EMBED_BACKEND=torch runs the suite on
+the fp32 model instead). Its export is made once per test session into one temporary model cache
+that every test, state dir and subprocess shares (PAPERWIRE_MODEL_CACHE_DIR, inherited); set that
 variable beforehand to reuse an existing cache instead.
 """
 
@@ -118,7 +119,17 @@ def smtp(tmp_path: Path):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def embedder():  # noqa: ANN201
+def embedder(model_cache_dir: Path):  # noqa: ANN201
+    """The embedder every command gets by default (``make_embedder``), loaded once."""
+    from consumers.fast_embed import make_embedder
+    from paperwire.settings import Settings
+
+    return make_embedder(Settings(model_cache_dir=model_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def torch_embedder():  # noqa: ANN201
+    """Plain sentence-transformers fp32: the reference the ONNX path is held to."""
     from consumers.embed import Embedder
 
     return Embedder()

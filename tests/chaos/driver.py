@@ -541,7 +541,8 @@ class Chaos:
         from kafka import KafkaConsumer
 
         from consumers import profile_store
-        from consumers.embed import Embedder, embed_papers
+        from consumers.embed import embed_papers
+        from consumers.fast_embed import make_embedder
 
         mode = self.run.mode
         papers, others = load_papers(mode.papers)
@@ -551,7 +552,9 @@ class Chaos:
             self.broker.create_topic(topic)
         self.redis.start()
         self.smtp.start()
-        embedder = Embedder()
+        # The matcher subprocesses' own embedder (same settings, same environment): profile vectors
+        # and the warmed cache below must come from the model they score with.
+        embedder = make_embedder(self.settings)
         vectors = profile_store.topic_vectors(profiles, embedder)
         profile_store.sync(profiles, vectors, self.admin(), self.settings)
         # Warm the embedding cache the matcher reads, through its own call: on a busy 2-core

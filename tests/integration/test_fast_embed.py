@@ -1,4 +1,5 @@
-"""The ONNX int8 embedding path stays faithful to plain sentence-transformers fp32.
+"""The ONNX int8 embedding path (the default backend) stays faithful to plain
+sentence-transformers fp32, and the setting still selects either.
 
 Faithfulness only: no timing is asserted here (speed is ``make bench``'s business).
 """
@@ -32,8 +33,8 @@ def abstracts(shared_dir: Path) -> list[str]:
     return [f"{t}. {a}" for t, a in pairs[:10]] + [pairs[10][0], "KV cache quantization"]
 
 
-def test_vectors_close_to_fp32_on_real_abstracts(embedder, onnx_embedder, abstracts) -> None:  # noqa: ANN001
-    ref = embedder.encode(abstracts)
+def test_vectors_close_to_fp32_on_real_abstracts(torch_embedder, onnx_embedder, abstracts) -> None:  # noqa: ANN001
+    ref = torch_embedder.encode(abstracts)
     fast = onnx_embedder.encode(abstracts)
     assert fast.shape == ref.shape == (len(abstracts), 384)
     assert fast.dtype == np.float32
@@ -62,9 +63,9 @@ def test_parallel_runs_give_the_sequential_result(onnx_embedder, onnx_cache: Pat
     np.testing.assert_array_equal(two.encode(abstracts), one.encode(abstracts))
 
 
-def test_empty_input_and_own_cache_name(onnx_embedder, embedder) -> None:  # noqa: ANN001
+def test_empty_input_and_own_cache_name(onnx_embedder, torch_embedder) -> None:  # noqa: ANN001
     assert onnx_embedder.encode([]).shape == (0, 384)
-    assert onnx_embedder.name != embedder.name  # its vectors differ, so its Redis cache must too
+    assert onnx_embedder.name != torch_embedder.name  # its vectors differ, so its Redis cache must too
 
 
 def test_export_is_cached_and_reused(onnx_embedder, onnx_cache: Path) -> None:  # noqa: ANN001
@@ -77,14 +78,30 @@ def test_export_is_cached_and_reused(onnx_embedder, onnx_cache: Path) -> None:  
     assert not list(onnx_cache.rglob("*.tmp"))
 
 
-def test_backend_setting_selects_the_embedder(settings, onnx_cache: Path) -> None:  # noqa: ANN001
-    from consumers.embed import Embedder
-    from consumers.fast_embed import OnnxEmbedder, make_embedder
+def test_onnx_is_the_default_backend(monkeypatch: pytest.MonkeyPatch, settings, onnx_cache: Path) -> None:  # noqa: ANN001
+    from consumers.fast_embed import ONNX_NAME, OnnxEmbedder, make_embedder
+    from paperwire.settings import Settings
 
-    assert settings.embed_backend == "torch"
-    assert isinstance(make_embedder(settings), Embedder)
+    monkeypatch.delenv("PAPERWIRE_EMBED_BACKEND", raising=False)
+    assert Settings(_env_file=None).embed_backend == "onnx"  # the default itself, not a .env's choice
     fast = make_embedder(settings.model_copy(update={"embed_backend": "onnx"}))
     assert isinstance(fast, OnnxEmbedder)
+    assert fast.name == ONNX_NAME
     # From the shared model cache, not from this test's own (fresh, empty) state dir.
     assert fast.file.is_relative_to(onnx_cache)
     assert not (settings.state_dir / "models").exists()
+
+
+def test_torch_backend_is_still_selectable(monkeypatch: pytest.MonkeyPatch, settings, onnx_embedder, abstracts) -> None:  # noqa: ANN001
+    from consumers.embed import MODEL_NAME, Embedder
+    from consumers.fast_embed import make_embedder
+    from paperwire.settings import Settings
+
+    monkeypatch.setenv("PAPERWIRE_EMBED_BACKEND", "torch")
+    assert Settings(_env_file=None).embed_backend == "torch"
+    plain = make_embedder(settings.model_copy(update={"embed_backend": "torch"}))
+    assert isinstance(plain, Embedder)
+    assert plain.name == MODEL_NAME
+    vectors = plain.encode(abstracts[:3])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert ((vectors * onnx_embedder.encode(abstracts[:3])).sum(axis=1) >= 0.98).all()  # the same model
