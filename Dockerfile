@@ -13,6 +13,9 @@ COPY --chown=airflow:root alerts ./alerts
 COPY --chown=airflow:root dags ./dags
 COPY --chown=airflow:root profiles ./profiles
 COPY --chown=airflow:root feeds.yaml ./feeds.yaml
+# The ONNX export of the embedding model (made on first use, ~20 s) is cached here; compose mounts
+# one volume at this path for every service, so it is made once, not once per container.
+RUN mkdir -p /opt/paperwire/model-cache && chown airflow:root /opt/paperwire/model-cache
 
 USER airflow
 # CPU torch first so nothing resolves a CUDA build.
@@ -23,4 +26,5 @@ ENV HF_HUB_OFFLINE=1 \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/paperwire/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     PAPERWIRE_FEEDS_FILE=/opt/paperwire/feeds.yaml \
-    PAPERWIRE_PROFILES_DIR=/opt/paperwire/profiles
+    PAPERWIRE_PROFILES_DIR=/opt/paperwire/profiles \
+    PAPERWIRE_MODEL_CACHE_DIR=/opt/paperwire/model-cache

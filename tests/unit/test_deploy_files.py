@@ -73,3 +73,15 @@ def test_every_variable_is_documented_in_env_example():
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     for var in set(re.findall(r"\$\{(\w+)", text)):
         assert re.search(rf"^{var}=", example, re.M), var
+
+
+def test_services_share_one_model_cache():
+    # Every container that embeds would otherwise export the model again (~20 s) on each start.
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    path = re.search(r"PAPERWIRE_MODEL_CACHE_DIR=(\S+)", dockerfile)
+    assert path, "the image sets no PAPERWIRE_MODEL_CACHE_DIR"
+    assert f"chown airflow:root {path[1]}" in dockerfile  # the volume starts owned by the service user
+    for name, svc in SERVICES.items():
+        if svc.get("image") == "paperwire:0.1.0":
+            assert f"model-cache:{path[1]}" in svc.get("volumes", []), name
+    assert "model-cache" in COMPOSE["volumes"]
