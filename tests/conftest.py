@@ -14,6 +14,7 @@ variable beforehand to reuse an existing cache instead.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
     finally:
         os.environ.pop("PAPERWIRE_MODEL_CACHE_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)  # 230 MB; pytest keeps its last three runs' temp dirs
 
 
 @pytest.fixture(scope="session")
