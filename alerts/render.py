@@ -26,7 +26,7 @@ from email.message import EmailMessage
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.policy import SMTP, Policy
 from email.utils import format_datetime, make_msgid
-from functools import lru_cache
+from functools import lru_cache, partial
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -447,32 +447,30 @@ class MailMessage(EmailMessage):
 
     def as_bytes(self, unixfrom: bool = False, policy: Policy | None = None) -> bytes:
         parts = self.get_payload()
+        boundary = self.get_boundary()
         if (
             unixfrom
             or policy is not None
             or self.policy is not MAIL_POLICY
             or self.preamble is not None
             or self.epilogue is not None
+            or not boundary
             or self.get_content_type() != "multipart/alternative"
             or not isinstance(parts, list)
             or not all(_is_plain_part(p) for p in parts)
         ):
             return super().as_bytes(unixfrom, policy)
-        nl = MAIL_POLICY.linesep
-        bodies = [_headers(p) + _line_ends(p.get_payload(), nl).encode("ascii") for p in parts]
-        boundary = self.get_boundary()
-        if not boundary:  # chosen as the generator chooses it: random, and in no part's lines
-            boundary = _boundary(nl.encode("ascii").join(bodies))
-            self.set_boundary(boundary)
-        dash = f"--{boundary}".encode("ascii")
-        crlf = nl.encode("ascii")
-        between = crlf + dash + crlf
-        return b"".join([_headers(self), dash, crlf, between.join(bodies), crlf, dash, b"--", crlf])
+        crlf = b"\r\n"
+        dash = b"--" + boundary.encode("ascii")
+        bodies = [_headers(p) + _line_ends(p.get_payload()).encode("ascii") for p in parts]
+        return b"".join([_headers(self), dash, crlf, (crlf + dash + crlf).join(bodies), crlf, dash, b"--", crlf])
 
 
-def _line_ends(text: str, nl: str) -> str:
-    """Every line end (CR LF, CR or LF) as ``nl``, as the generator writes a body."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", nl)
+def _line_ends(text: str) -> str:
+    """Every line end (CR LF, CR or LF) as CR LF, as the generator writes a body under MAIL_POLICY."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\n", "\r\n")
 
 
 def _is_plain_part(part: object) -> bool:
@@ -493,42 +491,83 @@ def _headers(msg: EmailMessage) -> bytes:
     return b"".join(out)
 
 
-_BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
+def _new_boundary() -> str:
+    """A boundary as the email package's generator makes one: "=" * 15, a random number, "=="."""
+    return "=" * 15 + f"{random.randrange(sys.maxsize):0{len(repr(sys.maxsize - 1))}d}" + "=="  # noqa: S311
 
 
-def _boundary(text: bytes) -> str:
-    """The generator's kind of boundary; one that occurs nowhere in ``text`` (the generator only
-    avoids whole lines, so this is at least as safe)."""
-    token = "=" * 15 + f"{random.randrange(sys.maxsize):0{_BOUNDARY_DIGITS}d}" + "=="  # noqa: S311 (not a secret)
-    boundary, n = token, 0
-    while b"--" + boundary.encode("ascii") in text:
-        boundary, n = f"{token}.{n}", n + 1
+# One boundary for the process's messages, so their Content-Type header is parsed and folded once
+# (``_header``). A boundary has to be unique within its message only, and this kind cannot occur
+# in a quoted-printable body at all (an "=" there is always followed by two hex digits or ends a
+# line); ``_boundary`` checks anyway.
+_BOUNDARY = _new_boundary()
+
+
+def _boundary(*bodies: str) -> str:
+    """A boundary that occurs in none of ``bodies`` (the generator only avoids whole lines, so this
+    is at least as safe)."""
+    boundary, n = _BOUNDARY, 0
+    while any("--" + boundary in body for body in bodies):
+        boundary, n = f"{_BOUNDARY}.{n}", n + 1
     return boundary
 
 
 def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: str) -> EmailMessage:
     """The message as ``EmailMessage.set_content`` + ``add_alternative`` build it (same headers,
-    same order, same quoted-printable bodies), without their cost: headers that repeat in every
-    message are parsed once (``_header``) and the bodies are encoded by ``quoted_printable``."""
+    same order, quoted-printable bodies), without their cost: headers the email package would write
+    out exactly as given are stored as their text (``_set_header``), headers that repeat in every
+    message are parsed once (``_header``), the bodies are encoded by ``quoted_printable``."""
+    text, html = quoted_printable(email.text), quoted_printable(email.html)
     msg = MailMessage(policy=_SMTP_POLICY)
     msg["From"] = _header("From", sender)
-    msg["To"] = recipient  # always the profile's own address, never anything from a feed
+    _set_header(msg, "To", recipient)  # always the profile's own address, never anything from a feed
     # The email package decodes RFC 2047 encoded words in a value it is given, CR LF included, so a
     # topic named "=?utf-8?q?=0D=0ABcc:_x?=" would become a header line: break every "=?" first.
-    msg["Subject"] = email.subject.replace("=?", "=\u200b?")
+    _set_header(msg, "Subject", email.subject.replace("=?", "=\u200b?"))
     msg["Date"] = _header("Date", format_datetime(now))
-    msg["Message-ID"] = make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> "))
-    msg["X-Paperwire-User"] = user
-    msg["X-Paperwire-Papers"] = " ".join(email.paper_ids)
+    _set_header(msg, "Message-ID", make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> ")))
+    _set_header(msg, "X-Paperwire-User", user)
+    _set_header(msg, "X-Paperwire-Papers", " ".join(email.paper_ids))
     for name, value in email.headers.items():
-        msg[name] = _header(name, value) if name == "List-Unsubscribe-Post" else value
+        if name == "List-Unsubscribe-Post":
+            msg[name] = _header(name, value)
+        else:
+            _set_header(msg, name, value)
     msg["MIME-Version"] = _header("MIME-Version", "1.0")
-    msg["Content-Type"] = _header("Content-Type", "multipart/alternative")
+    # As the generator's set_boundary writes it.
+    msg["Content-Type"] = _header("Content-Type", f'multipart/alternative; boundary="{_boundary(text, html)}"')
     # quoted-printable: 7-bit safe for any relay (no reliance on 8BITMIME), lines stay short.
-    msg.attach(_text_part("plain", email.text))
-    msg.attach(_text_part("html", email.html, mime_version=True))  # as add_alternative leaves it
+    msg.attach(_text_part("plain", text))
+    msg.attach(_text_part("html", html, mime_version=True))  # as add_alternative leaves it
     msg.policy = MAIL_POLICY  # headers fold when generated: from now on, at 998
     return msg
+
+
+# Values the email package writes out exactly as they are given, by header (tests/unit/test_render.py
+# checks this against it): addresses and message ids made of ASCII dot-atoms; unstructured text of
+# printable ASCII words between single spaces, holding no encoded word ("=?").
+_DOT_ATOM = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+_PLAIN_TEXT = re.compile(r"(?!.*=\?)[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+_PLAIN = {
+    "To": re.compile(f"{_DOT_ATOM}@{_DOT_ATOM}"),
+    "Message-ID": re.compile(f"<{_DOT_ATOM}@{_DOT_ATOM}>"),
+    "Subject": _PLAIN_TEXT,
+    "X-Paperwire-User": _PLAIN_TEXT,
+    "X-Paperwire-Papers": _PLAIN_TEXT,
+    "List-Unsubscribe": _PLAIN_TEXT,
+}
+
+
+def _set_header(msg: EmailMessage, name: str, value: str) -> None:
+    """``msg[name] = value``; but a value the email package would write out as it is goes in as a
+    parser puts a header it reads: its text, made a header object only if someone reads it. Making
+    one per header of every message (``msg[name] = value`` parses the value) cost a twentieth of a
+    digest. Anything else (non-ASCII, an "=?", a line too long) takes the email package's way."""
+    plain = _PLAIN.get(name)
+    if plain is not None and plain.fullmatch(value) and len(name) + 2 + len(value) <= MAIL_POLICY.max_line_length:
+        msg.set_raw(name, value)
+    else:
+        msg[name] = value
 
 
 @lru_cache(maxsize=256)
@@ -548,72 +587,116 @@ def _header(name: str, value: str) -> object:
 _FOLDED: dict[int, tuple[object, bytes]] = {}
 
 
-def _text_part(subtype: str, text: str, *, mime_version: bool = False) -> EmailMessage:
+def _text_part(subtype: str, payload: str, *, mime_version: bool = False) -> EmailMessage:
+    """A text part whose ``payload`` is already quoted-printable."""
     part = EmailMessage(policy=_SMTP_POLICY)
     part["Content-Type"] = _header("Content-Type", f'text/{subtype}; charset="utf-8"')
     part["Content-Transfer-Encoding"] = _header("Content-Transfer-Encoding", "quoted-printable")
     if mime_version:
         part["MIME-Version"] = _header("MIME-Version", "1.0")
-    part.set_payload(quoted_printable(text, _SMTP_POLICY.max_line_length))
+    part.set_payload(payload)
     return part
 
+
+# RFC 2045 6.7 (5): quoted-printable lines are at most 76 characters long. (set_content would cut
+# them at the policy's max_line_length, which is 78 under email.policy.SMTP.)
+QP_WIDTH = 76
+
+
+def quoted_printable(text: str, width: int = QP_WIDTH) -> str:
+    """``text`` as UTF-8 quoted-printable with ``\\n`` line ends, lines at most ``width`` long: the
+    same string as ``email.quoprimime.body_encode`` returns for what ``set_content`` gives it.
+    Each line is encoded on its own, as body_encode does, and each distinct line once: most lines
+    of a digest are lines of cards and of the page that every reader's digest repeats, so a digest
+    encodes only the lines holding its reader's own values (~40 % of its bytes, its links)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":  # a line end ends the text (body_encode's input always has one)
+        lines.pop()
+    cache = _QP_LINES.get(width)
+    if cache is None:
+        cache = _QP_LINES[width] = _Recent(partial(_qp_line, width=width), _QP_LINES_MAX)
+    out = list(map(cache.now.get, lines))  # most lines: one lookup, without a Python call
+    for k, encoded in enumerate(out):
+        if encoded is None:
+            out[k] = cache.get(lines[k])
+    return "\n".join(out) + "\n"
+
+
+class _Recent:
+    """``make(key)``, cached, keeping what is in use, in two generations: ``now`` takes new
+    entries, and once it holds ``size`` it becomes ``before`` (the generation before that is
+    dropped); an entry found in ``before`` moves to ``now``. Lines of the page and of a day's cards
+    stay; a reader's own lines (their signed links) are gone after two generations."""
+
+    def __init__(self, make: Callable[[str], str], size: int) -> None:
+        self.make = make
+        self.size = size
+        self.now: dict[str, str] = {}
+        self.before: dict[str, str] = {}
+
+    def get(self, key: str) -> str:
+        value = self.now.get(key)
+        if value is None:
+            value = self.before.get(key)
+            if value is None:
+                value = self.make(key)
+            if len(self.now) >= self.size:
+                self.before, self.now = self.now, {}
+            self.now[key] = value
+        return value
+
+
+# Encoded lines by line, per width. A day's cards hold some tens of thousands of distinct lines.
+_QP_LINES: dict[int, _Recent] = {}
+_QP_LINES_MAX = 40_000
 
 # Bytes quoted-printable carries as they are ("=" is not one of them: it starts a quote).
 _QP_SAFE = bytes([9, 10, *range(32, 61), *range(62, 127)])
 
 
-def quoted_printable(text: str, width: int = 78) -> str:
-    """``text`` as UTF-8 quoted-printable with ``\\n`` line ends, lines at most ``width`` long:
-    the same string as ``email.quoprimime.body_encode`` returns for what ``set_content`` gives it,
-    but quoting each distinct byte by one ``str.replace`` (a digest holds few) instead of a
-    per-character table lookup, and cutting a long line once: most lines of a digest are lines
-    of cards and of the page that every reader's digest repeats."""
-    raw = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
-    body = raw.decode("latin-1").replace("=", "=3D")  # first: every other quote brings an "="
-    for byte in sorted(set(raw.translate(None, _QP_SAFE)) - {ord("=")}):
-        body = body.replace(chr(byte), f"={byte:02X}")
-    lines = body.split("\n")
-    cuts = _QP_CUT.get(width)
-    if cuts is None or len(cuts) > _QP_CUT_MAX:
-        cuts = _QP_CUT[width] = {}  # a new day's lines: start again rather than track recency
-    for k in range(len(lines) - 1):
-        line = lines[k]
-        if len(line) > width or line[-1:] in (" ", "\t"):
-            cut = cuts.get(line)
-            if cut is None:
-                cut = cuts[line] = _qp_cut(line, width)
-            lines[k] = cut
-    return "\n".join(lines)
-
-
-# Long lines as cut, by width: a day's cards hold some tens of thousands.
-_QP_CUT: dict[int, dict[str, str]] = {}
-_QP_CUT_MAX = 50_000
+def _qp_line(line: str, width: int) -> str:
+    """One line (no line end) as quoted-printable lines of at most ``width``, quoting each distinct
+    byte by one ``str.replace`` (a line holds few) instead of a per-character table lookup."""
+    raw = line.encode("utf-8")
+    unsafe = raw.translate(None, _QP_SAFE)
+    quoted = line  # ASCII with nothing to quote (most lines holding a reader's links)
+    if unsafe:
+        quoted = raw.decode("latin-1").replace("=", "=3D")  # first: every other quote brings an "="
+        for byte in sorted(set(unsafe) - {ord("=")}):
+            quoted = quoted.replace(chr(byte), f"={byte:02X}")
+    if len(quoted) > width or quoted[-1:] in (" ", "\t"):
+        return _qp_cut(quoted, width)
+    return quoted
 
 
 def _qp_cut(line: str, width: int) -> str:
     """One quoted line as lines of at most ``width``, soft breaks ("=") where it was cut."""
-    out: list[str] = []
-    append = out.append
     room = width - 1  # a soft break "=" ends every cut line
-    start = 0
-    last = len(line) - 1 - width
-    while start <= last:
-        stop = start + room
-        if line[stop - 2] == "=":  # never cut an "=XX" apart
-            append(line[start : stop - 1])
-            start = stop - 2
-        elif line[stop - 1] == "=":
-            append(line[start:stop])
-            start = stop - 1
-        else:
-            append(line[start:stop] + "=")
-            start = stop
+    last = len(line) - 1 - width  # cut while the rest is longer than a line
+    if "=" not in line:  # no "=XX" to keep whole: a cut every ``room`` characters
+        start = (last // room + 1) * room if last >= 0 else 0
+        out = [line[k : k + room] + "=" for k in range(0, start, room)]
+    else:
+        out = []
+        start = 0
+        while start <= last:
+            stop = start + room
+            if line[stop - 2] == "=":  # never cut an "=XX" apart
+                out.append(line[start : stop - 1])
+                start = stop - 2
+            elif line[stop - 1] == "=":
+                out.append(line[start:stop])
+                start = stop - 1
+            else:
+                out.append(line[start:stop] + "=")
+                start = stop
     if line and line[-1] in " \t":  # trailing white space must be protected
         left = start - last
         end = line[-1]
         tail = f"={ord(end):02X}" if left >= 3 else end + "=\n" if left == 2 else f"=\n={ord(end):02X}"
-        append(line[start:-1] + tail)
+        out.append(line[start:-1] + tail)
     else:
-        append(line[start:])
+        out.append(line[start:])
     return "\n".join(out)

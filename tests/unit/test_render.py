@@ -224,13 +224,15 @@ def test_a_marker_in_a_feed_link_cannot_stand_in_for_a_readers_value():
 
 
 def _to_mime_with_set_content(out, *, sender: str, recipient: str, now: datetime, user: str):  # noqa: ANN001, ANN202
-    """What to_mime built before it was made fast: the email package's own content manager."""
+    """What to_mime built before it was made fast: the email package's own content manager, with
+    quoted-printable lines at RFC 2045's 76 characters (set_content cuts them at the policy's
+    max_line_length, 78 under email.policy.SMTP; to_mime keeps to the RFC)."""
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
 
-    from alerts.render import MAIL_POLICY
+    from alerts.render import MAIL_POLICY, QP_WIDTH
 
-    msg = EmailMessage(policy=email.policy.SMTP)
+    msg = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=QP_WIDTH))
     msg["From"] = sender
     msg["To"] = recipient
     msg["Subject"] = out.subject.replace("=?", "=\u200b?")
@@ -268,11 +270,95 @@ def test_quoted_printable_is_the_email_packages_encoding():
     import random
     from email import quoprimime
 
-    from alerts.render import quoted_printable
+    from alerts.render import QP_WIDTH, quoted_printable
 
     rng = random.Random(8)
     alphabet = "ab =\t\n\r\x0b\x85\u2028é😀<>~!" + "x" * 12
-    for _ in range(3000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 400)))
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 400))) for _ in range(3000)]
+    for text in texts + texts[:500]:  # the second time, lines come from the cache
         body = (b"\n".join(text.encode("utf-8").splitlines()) + b"\n").decode("latin-1")
-        assert quoted_printable(text) == quoprimime.body_encode(body, 78), repr(text)
+        encoded = quoted_printable(text)
+        assert encoded == quoprimime.body_encode(body, QP_WIDTH), repr(text)
+        assert QP_WIDTH == 76 and max(len(line) for line in encoded.split("\n")) <= 76  # RFC 2045 6.7 (5)
+        assert quoted_printable(text, 78) == quoprimime.body_encode(body, 78), repr(text)
+
+
+def test_the_email_package_reads_back_exactly_what_was_rendered():
+    """to_mime writes its bytes itself (headers as text, bodies from a cache of encoded lines): the
+    stdlib parser must get back every header and both parts as rendered, from lines that keep
+    RFC 5322's and RFC 2045's limits and end in CR LF."""
+    import re
+
+    for profile, matches, kwargs in _day_of_digests(seed=9):
+        out = render(profile, matches, **kwargs)
+        for sender in ("paperwire <alerts@paperwire.localhost>", "alerts@example.org"):
+            msg = to_mime(out, sender=sender, recipient=str(profile.email), now=NOW, user=profile.id)
+            raw = msg.as_bytes()
+            parsed = email.message_from_bytes(raw, policy=email.policy.default)
+            expected = {
+                "From": sender,
+                "To": str(profile.email),
+                "Subject": out.subject.replace("=?", "=\u200b?"),
+                "X-Paperwire-User": profile.id,
+                "X-Paperwire-Papers": " ".join(out.paper_ids),
+                "MIME-Version": "1.0",
+                **out.headers,
+            }
+            names = ["From", "To", "Subject", "Date", "Message-ID", "X-Paperwire-User", "X-Paperwire-Papers",
+                     *out.headers, "MIME-Version", "Content-Type"]  # fmt: skip
+            assert list(parsed.keys()) == names
+            for name, value in expected.items():
+                assert parsed[name] == value, name
+                assert msg[name] == value, name  # the message object reads its own headers back the same
+            assert parsed["Date"].datetime == NOW and parsed["Message-ID"] == msg["Message-ID"]
+            assert re.fullmatch(rf"<[^<>@\s]+\.{re.escape(profile.id)}@[^<>@\s]+>", parsed["Message-ID"])
+            assert parsed.get_content_type() == "multipart/alternative" and not parsed.defects
+            parts = list(parsed.iter_parts())
+            assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+            for part, body in zip(parts, (out.text, out.html), strict=True):
+                assert part["Content-Transfer-Encoding"] == "quoted-printable" and part.get_content_charset() == "utf-8"
+                wire = (b"\n".join(body.encode("utf-8").splitlines()) + b"\n").decode("utf-8")
+                assert part.get_content().replace("\r\n", "\n") == wire
+                assert not part.defects
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+            assert max(len(line) for line in head.split(b"\r\n")) <= 998
+            assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 6.7 (5)
+            assert raw.isascii()
+
+
+def test_headers_stored_as_text_are_what_the_email_package_would_write():
+    """A header value to_mime stores as it is (``_PLAIN``) must fold to the same bytes, and read
+    back as the same value, as the header object the email package makes of it."""
+    import random
+
+    from alerts.render import _PLAIN, _SMTP_POLICY, MAIL_POLICY
+
+    rng = random.Random(10)
+    pieces = [*"abcXYZ019_+-.@<>()\"\\=?!~ ", "=?", "?=", "é", "\t", " " * 2]
+
+    def text() -> str:
+        n = rng.choice([1, 3, 20, 200, 975, 976, 977, 980, 990])
+        value = "".join(rng.choice(pieces) for _ in range(n))[:n]
+        return value.replace(" ", "").replace("\t", "") if rng.random() < 0.5 else value
+
+    def address() -> str:  # mostly dot-atom@dot-atom, as addresses and message ids are
+        def atoms() -> str:
+            chars = "abcXYZ019_+-" * 20 + "=?.\"é "  # now and then one an atom may not hold
+            return ".".join("".join(rng.choice(chars) for _ in range(rng.randrange(1, 8)))
+                            for _ in range(rng.randrange(1, 4)))  # fmt: skip
+
+        value = f"{atoms()}@{atoms()}"
+        return f"<{value}>" if rng.random() < 0.5 else value
+
+    stored = {name: 0 for name in _PLAIN}
+    for _ in range(6000):
+        value = text() if rng.random() < 0.5 else address()
+        for name, plain in _PLAIN.items():
+            if not plain.fullmatch(value) or len(name) + 2 + len(value) > MAIL_POLICY.max_line_length:
+                continue
+            stored[name] += 1
+            header = _SMTP_POLICY.header_factory(name, value)
+            assert MAIL_POLICY.fold_binary(name, header) == f"{name}: {value}\r\n".encode(), (name, value)
+            assert MAIL_POLICY.header_fetch_parse(name, value) == str(header) == value, (name, value)
+    assert min(stored.values()) > 300, stored
