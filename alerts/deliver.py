@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -211,15 +212,32 @@ def is_due(profile: Profile, since: float, now: datetime) -> bool:
     return last_slot(profile, now).timestamp() > since
 
 
+def shard_of(user: str, shards: int) -> int:
+    """Which of ``shards`` digest senders owns ``user``: the same answer in every process."""
+    return zlib.crc32(user.encode()) % shards
+
+
 def send_due(
-    settings: Settings, r: redis.Redis, *, now: datetime | None = None, force: bool = False, dry_run: bool = False
+    settings: Settings,
+    r: redis.Redis,
+    *,
+    now: datetime | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Delivered:
-    """Send every pending batch that is due (all of them with ``force``)."""
+    """Send every pending batch that is due (all of them with ``force``); with ``shard=(i, n)``,
+    only those of the readers whose ``shard_of`` is ``i``, so n senders split the work."""
     now = now or datetime.now(UTC)
     total = Delivered()
     prefix = settings.key("digest", "")
+    mine, shards = shard
+    if not 0 <= mine < shards:
+        raise ValueError(f"shard {mine} of {shards}: must be 0 to {shards - 1}")
     for key in r.scan_iter(match=prefix + "*", count=500):
         user = key.decode()[len(prefix) :]
+        if shards > 1 and shard_of(user, shards) != mine:
+            continue
         profile = profile_store.get_profile(r, settings, user)
         if profile is None:
             continue

@@ -11,6 +11,9 @@ exist, else from the `PAPERWIRE_*` settings (see paperwire/airflow_settings.py).
 
 Matches wait in Redis (`digest:<user>`), put there by the mailer. The sent ledger makes a retry
 of this task harmless: a paper that reached an inbox is never sent again.
+
+`PAPERWIRE_DIGEST_SHARDS` (default 1) splits the readers into that many mapped `send_due` tasks,
+each owning the readers whose id hashes to it, so many digests render and send in parallel.
 """
 
 from __future__ import annotations
@@ -31,16 +34,23 @@ from paperwire.dag_defaults import START, default_args
 )
 def send_digests():
     @task
-    def send_due() -> dict:
+    def shards() -> list[int]:
+        from paperwire.airflow_settings import task_settings
+
+        return list(range(task_settings().digest_shards))
+
+    @task
+    def send_due(shard: int) -> dict:
         from alerts.deliver import send_due
         from paperwire.airflow_settings import task_settings
         from paperwire.redisio import connect
 
         settings = task_settings()  # Airflow Connections are read here, in the task
-        result = send_due(settings, connect(settings))
-        return {"emails": result.emails, "papers": result.papers, "failed": result.failed}
+        result = send_due(settings, connect(settings), shard=(shard, settings.digest_shards))
+        return {"shard": shard, "emails": result.emails, "papers": result.papers, "failed": result.failed}
 
-    send_due()
-
+    # One mapped task per shard of the readers (PAPERWIRE_DIGEST_SHARDS): each renders and sends
+    # its own readers' digests, on any free worker.
+    send_due.expand(shard=shards())
 
 send_digests()

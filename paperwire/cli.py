@@ -253,12 +253,22 @@ def cmd_alerts_unpause(a: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/2; got {value!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard {i} of {n}: I must be 0 to N-1")
+    return i, n
+
+
 def cmd_digests_send(a: argparse.Namespace) -> int:
     from alerts.deliver import send_due
     from paperwire.redisio import connect
 
     settings = _settings()
-    result = send_due(settings, connect(settings), force=a.force, dry_run=a.dry_run)
+    result = send_due(settings, connect(settings), force=a.force, dry_run=a.dry_run, shard=a.shard)
     verb = "would send" if a.dry_run else "sent"
     print(f"{verb} {result.emails} digest emails ({result.papers} papers, {result.failed} failed)")
     return 0
@@ -403,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds = add("send", cmd_digests_send, "send the digests that are due", dsub)
     ds.add_argument("--force", action="store_true", help="send every pending digest now")
     ds.add_argument("--dry-run", action="store_true", help="render, count, send nothing")
+    ds.add_argument(
+        "--shard", type=_shard, default=(0, 1), metavar="I/N", help="only the readers of shard I of N (0-based)"
+    )
 
     sc = add("smtp-capture", cmd_smtp_capture, "local SMTP server writing messages to an outbox folder")
     sc.add_argument("--outbox", default=".state/outbox")

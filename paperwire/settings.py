@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     smtp_attempts: int = 4  # per message, on connection errors and 4xx replies
     smtp_backoff_s: float = 0.5  # first retry delay; doubles each attempt
     bounce_pause_after: int = 3  # consecutive permanent failures before a recipient is paused
+    # send_digests splits the readers into this many shards, one mapped Airflow task each, so the
+    # digests of many readers render and send on several workers at once (alerts.deliver.shard_of).
+    digest_shards: int = Field(default=1, ge=1, le=64)
 
     # Prometheus /metrics and /healthz of the matcher and mailer (0 = off).
     metrics_port: int = 0

@@ -20,7 +20,7 @@ from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
 from alerts import recipients
-from alerts.deliver import add_pending, deliver, send_due
+from alerts.deliver import add_pending, deliver, send_due, shard_of
 from alerts.mailer import MailerStage
 from alerts.send import TransientFailure
 from consumers import profile_store
@@ -355,6 +355,25 @@ def test_digests_go_out_at_each_readers_local_hour(settings, redis_client, smtp)
     msgs = read_outbox(smtp.handler.outbox)
     subjects = [m["Subject"] for m in msgs]
     assert subjects == ["2 papers today: Robots", "2 papers today: Robots", "2 papers this week: Robots"]
+
+
+def test_digest_shards_split_the_readers_and_each_is_mailed_once(settings, redis_client, smtp):
+    """Two senders, shards 0/2 and 1/2: each takes only its own readers; together, everyone."""
+    readers = [make_profile(f"reader{n}", mode="daily", hour=8, timezone="UTC") for n in range(8)]
+    store(settings, redis_client, *readers)
+    s = at(settings, smtp)
+    for p in readers:
+        add_pending(redis_client, s, make_match(p.id, "2611.00050"), datetime(2026, 11, 26, 20, 0, tzinfo=UTC))
+    now = datetime(2026, 11, 27, 8, 5, tzinfo=UTC)
+    first = send_due(s, redis_client, now=now, shard=(0, 2)).recipients
+    assert first and sorted(first) == sorted(f"{p.id}@example.org" for p in readers if shard_of(p.id, 2) == 0)
+    second = send_due(s, redis_client, now=now, shard=(1, 2)).recipients
+    assert second and not set(first) & set(second)
+    assert sorted(first + second) == sorted(f"{p.id}@example.org" for p in readers)
+    assert send_due(s, redis_client, now=now).emails == 0  # nothing left for an unsharded sender either
+    assert len(read_outbox(smtp.handler.outbox)) == len(readers)
+    with pytest.raises(ValueError, match="shard 2 of 2"):
+        send_due(s, redis_client, now=now, shard=(2, 2))
 
 
 def test_instant_mail_is_held_in_quiet_hours_and_sent_when_they_end(settings, redis_client, smtp):

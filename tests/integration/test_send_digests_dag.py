@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.deliver import add_pending
+from alerts.deliver import add_pending, shard_of
 from paperwire.airflow_local import airflow_env, dags_test, ensure_db
 from tests.conftest import free_port
 from tests.helpers import read_outbox
@@ -20,11 +20,16 @@ pytestmark = pytest.mark.services
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
-def test_send_digests_sends_whats_due_via_the_airflow_connection(settings, redis_client, smtp, tmp_path):
+@pytest.mark.parametrize("shards", [1, 3])
+def test_send_digests_sends_whats_due_via_the_airflow_connection(settings, redis_client, smtp, tmp_path, shards):
+    """With PAPERWIRE_DIGEST_SHARDS=3 the DAG maps one send_due task per shard; every reader
+    still gets exactly one digest."""
     now = datetime.now(UTC)
+    users = ["ada", "grace", "katherine", "mary", "dorothy"]
     # Due by construction: the slot is this UTC hour's start, the item waited since two hours ago.
-    store(settings, redis_client, make_profile("ada", mode="daily", hour=now.hour, timezone="UTC"))
-    add_pending(redis_client, settings, make_match("ada", "2611.00060"), now - timedelta(hours=2))
+    store(settings, redis_client, *(make_profile(u, mode="daily", hour=now.hour, timezone="UTC") for u in users))
+    for u in users:
+        add_pending(redis_client, settings, make_match(u, "2611.00060"), now - timedelta(hours=2))
     env = airflow_env(
         tmp_path / "airflow-state",
         DAGS,
@@ -33,11 +38,15 @@ def test_send_digests_sends_whats_due_via_the_airflow_connection(settings, redis
             "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,
             "PAPERWIRE_SMTP_PORT": str(free_port()),  # wrong on purpose: the Connection must win
             "AIRFLOW_CONN_PAPERWIRE_SMTP": f"smtp://127.0.0.1:{smtp.port}",
+            "PAPERWIRE_DIGEST_SHARDS": str(shards),
         },
     )
     ensure_db(env)
     result = dags_test("send_digests", env, timeout_s=300)
     assert result.state == "success", result.log_tail
-    assert [m["To"] for m in read_outbox(smtp.handler.outbox)] == ["ada@example.org"]
-    assert redis_client.hget(settings.key("ledger", "ada"), "2611.00060") == b"1"
-    assert not redis_client.exists(settings.key("digest", "ada"))
+    assert sorted(m["To"] for m in read_outbox(smtp.handler.outbox)) == sorted(f"{u}@example.org" for u in users)
+    for u in users:
+        assert redis_client.hget(settings.key("ledger", u), "2611.00060") == b"1"
+        assert not redis_client.exists(settings.key("digest", u))
+    if shards > 1:  # the readers were really split: more than one shard had mail to send
+        assert len({shard_of(u, shards) for u in users}) > 1
