@@ -1,5 +1,5 @@
-"""One arXiv day, end to end in one process (run by ``bench.run`` as a child, so its peak
-resident memory is its own): 2,000 real papers parsed -> published to the dev broker -> consumed
+"""One arXiv day, end to end (run by ``bench.run`` as a child, so its peak resident memory is
+its own): 2,000 real papers parsed -> published to the dev broker -> consumed
 -> embedded -> matched against 100k synthetic profiles -> daily digests rendered.
 
 Timed from the first byte parsed to the last digest rendered. Loading the model, building the
@@ -11,9 +11,11 @@ call as the matcher's consumer takes batches, with word counts over the day's pa
 matcher's running counts). Each reader keeps only the matches their digest can show
 (``max_papers``, in the digest's own order), selected as arrays (``digests``).
 
-Render: every digest (``--render-sample`` renders fewer and extrapolates), as the mailer makes it:
-signed unsubscribe and "more / less like this" links, ``render``, ``to_mime`` and the message's
-bytes, which are counted and dropped.
+Render: every digest (``--render-sample`` renders fewer and extrapolates), as send_digests makes
+it: signed unsubscribe and "more / less like this" links, ``render``, ``to_mime`` and the
+message's bytes, which are counted and dropped. ``--render-procs`` processes (default 2, one per
+core) each take one shard of the readers, as the DAG's mapped tasks do with
+PAPERWIRE_DIGEST_SHARDS=2; forked once the day is matched, so they share its memory.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import resource
 import sys
 import time
 import uuid
-
-import numpy as np
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from bench import data
 from bench.match import build
@@ -69,6 +73,64 @@ def digests(parts: list, user_of_row: np.ndarray, max_papers: np.ndarray, paper_
     return out
 
 
+_RENDER: tuple = ()
+
+
+def _render_shard(shard: int, shards: int) -> tuple[int, int, float]:
+    """Render the digests of the readers in ``shard`` (``alerts.deliver.shard_of``, as the
+    send_digests DAG splits them with PAPERWIRE_DIGEST_SHARDS): signed links, MIME, bytes.
+    Returns (digests, bytes, GiB this process made private)."""
+    from alerts.deliver import shard_of
+    from alerts.render import render, to_mime
+    from paperwire import tokens
+    from paperwire.models import Match, Reasons
+
+    settings, profiles, kept, got, users, now = _RENDER
+    done = total_bytes = 0
+    for u in users:
+        profile = profiles[u]
+        user = profile.id
+        if shards > 1 and shard_of(user, shards) != shard:
+            continue
+        matches = [
+            Match(
+                user=user,
+                topic=topic,
+                paper_id=got[i].id,
+                score=score,
+                version=got[i].version,
+                paper=got[i],
+                reasons=Reasons(topic=topic, similarity=sim, keywords=list(keywords), authors=list(authors)),
+            )
+            for score, i, topic, sim, keywords, authors in kept[u]
+        ]
+        email = render(
+            profile,
+            matches,
+            kind="daily",
+            now=now,
+            unsubscribe_url=tokens.unsubscribe_url(settings, user, now=now),
+            feedback=lambda action, paper, topic, user=user: tokens.feedback_url(
+                settings, user, action, paper, topic, now=now
+            ),
+        )
+        msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=user)
+        total_bytes += len(msg.as_bytes())
+        done += 1
+        if done % 10_000 == 0:
+            log.info("shard %d: rendered %d digests", shard, done)
+    return done, total_bytes, _private_gib() if shards > 1 else 0.0
+
+
+def _private_gib() -> float:
+    """Pages this process has written to (its own, not shared with its parent), in GiB."""
+    kib = 0
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            kib += int(line.split()[1])
+    return kib / 2**20
+
+
 def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
@@ -82,18 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     # Papers per score call: at most what the matcher's consumer polls at once.
     parser.add_argument("--chunk", type=int, default=256, help="papers per ProfileIndex.score_columns call")
     parser.add_argument("--render-sample", type=int, default=0, help="render only this many digests (0: all)")
+    # Digests are rendered by send_digests' shards (PAPERWIRE_DIGEST_SHARDS): one per core here.
+    parser.add_argument("--render-procs", type=int, default=2, help="processes rendering digests, one shard each")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
-    from alerts.render import render, to_mime
     from bench.mail import free_port
     from consumers.embed import Embedder
     from consumers.fast_embed import OnnxEmbedder
     from consumers.lexical import DocFreq
     from consumers.score import ProfileIndex, topic_text
-    from paperwire import kafka, tokens
+    from paperwire import kafka
     from paperwire.broker import DevBroker
-    from paperwire.models import Match, Paper, Reasons
+    from paperwire.models import Paper
     from paperwire.settings import Settings
 
     t0 = time.perf_counter()
@@ -160,47 +223,30 @@ def main(argv: list[str] | None = None) -> int:
         log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(kept), peak_gib())
 
         t = time.perf_counter()
-        now = datetime.now(UTC)
         users = list(kept)[: args.render_sample or None]
-        total_bytes = 0
-        for n, u in enumerate(users, 1):
-            profile = profiles[u]
-            user = profile.id
-            matches = [
-                Match(
-                    user=user,
-                    topic=topic,
-                    paper_id=paper_ids[i],
-                    score=score,
-                    version=got[i].version,
-                    paper=got[i],
-                    reasons=Reasons(topic=topic, similarity=sim, keywords=list(keywords), authors=list(authors)),
-                )
-                for score, i, topic, sim, keywords, authors in kept[u]
-            ]
-            email = render(
-                profile,
-                matches,
-                kind="daily",
-                now=now,
-                unsubscribe_url=tokens.unsubscribe_url(settings, user, now=now),
-                feedback=lambda action, paper, topic, user=user: tokens.feedback_url(
-                    settings, user, action, paper, topic, now=now
-                ),
-            )
-            msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=user)
-            total_bytes += len(msg.as_bytes())
-            if n % 10_000 == 0:
-                log.info("rendered %d of %d digests (%.1fs)", n, len(users), time.perf_counter() - t)
+        global _RENDER
+        _RENDER = (settings, profiles, kept, got, users, datetime.now(UTC))
+        if args.render_procs == 1:
+            shards = [_render_shard(0, 1)]
+        else:  # forked after the day is matched: each worker inherits it, nothing is pickled
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(args.render_procs, mp_context=ctx) as pool:
+                shards = list(pool.map(_render_shard, range(args.render_procs), [args.render_procs] * args.render_procs))
         render_s = time.perf_counter() - t
-        rendered = len(users)
+        rendered = sum(n for n, _, _ in shards)
+        total_bytes = sum(b for _, b, _ in shards)
         stages["render"] = render_s * len(kept) / max(rendered, 1)  # the same unless --render-sample
         wall = time.perf_counter() - start - render_s + stages["render"]
+        # The workers share the parent's pages until they write to them: the day's peak is at most
+        # the parent's own plus what each worker made private.
+        workers_private = sum(p for _, _, p in shards) if args.render_procs > 1 else 0.0
     print(
         json.dumps(
             {
                 "day_wall_s": round(wall, 1),
-                "day_peak_gib": round(peak_gib(), 2),
+                "day_peak_gib": round(peak_gib() + workers_private, 2),
+                "day_render_processes": args.render_procs,
+                "day_render_workers_private_gib": round(workers_private, 2),
                 "day_setup_s": round(setup_s, 1),
                 "day_setup_peak_gib": round(setup_peak, 2),
                 "day_stage_s": {k: round(v, 2) for k, v in stages.items()},
@@ -211,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 "day_hits": hits,
                 "day_digests_rendered": rendered,
                 "day_render_extrapolated": rendered < len(kept),
-                "day_render_ms_per_digest": round(render_s / max(rendered, 1) * 1000, 3),
+                "day_render_ms_per_digest": round(render_s / max(rendered, 1) * 1000 * args.render_procs, 3),
                 "day_digest_kib_mean": round(total_bytes / max(rendered, 1) / 1024, 1),
                 "day_embed_backend": emb.name,
                 "day_match": f"ProfileIndex.score_columns, {args.chunk} papers per call; each reader's best max_papers",
