@@ -65,6 +65,8 @@ def _version(m: Match) -> int:
 class _Prepared:
     user: str
     versions: dict[str, int]
+    message_id: str
+    recipient: str
 
 
 async def _record_accepted(r: redis.Redis, settings: Settings, prep: _Prepared, message_id: str) -> None:
@@ -113,13 +115,17 @@ def deliver(
     now = now or datetime.now(UTC)
     out = Delivered()
     messages: list[tuple[EmailMessage, _Prepared]] = []
-    for user, matches in sorted(batches.items()):
-        profile = profile_store.get_profile(r, settings, user)
+    users = sorted(batches)
+    profiles = profile_store.get_profiles(r, settings, users)  # one round trip each, not one per reader
+    pauses = recipients.paused_many(r, settings, users)
+    for user in users:
+        matches = batches[user]
+        profile = profiles[user]
         if profile is None or not profile.enabled:
             log.info("user=%s: no enabled profile; %d matches not mailed", user, len(matches))
             out.skipped += len(matches)
             continue
-        why = recipients.paused(r, settings, user)
+        why = pauses[user]
         if why is not None:
             log.info("user=%s: paused (%s); %d matches not mailed", user, why, len(matches))
             out.skipped += len(matches)
@@ -145,7 +151,10 @@ def deliver(
         )
         msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=user)
         out.previews.append((str(profile.email), email.subject))
-        messages.append((msg, _Prepared(user, {pid: versions[pid] for pid in email.paper_ids})))
+        # Read once here: the email package parses a header again on every access (profiled: 30 %
+        # of the mailer's time at 200 emails/s went to re-reading To and Message-ID).
+        prep = _Prepared(user, {pid: versions[pid] for pid in email.paper_ids}, str(msg["Message-ID"]), str(msg["To"]))
+        messages.append((msg, prep))
     if not messages or dry_run:
         out.emails = len(messages)
         return out
@@ -153,18 +162,18 @@ def deliver(
 
     async def accepted(msg: EmailMessage, accepted_at: float) -> None:
         prep = by_msg[id(msg)]
-        await _record_accepted(r, settings, prep, str(msg["Message-ID"]))  # the duplicate window ends here
+        await _record_accepted(r, settings, prep, prep.message_id)  # the duplicate window ends here
         out.windows_s.append(time.perf_counter() - accepted_at)
         out.emails += 1
         out.papers += len(prep.versions)
-        out.recipients.append(str(msg["To"]))
+        out.recipients.append(prep.recipient)
         metrics.EMAILS.labels("sent").inc()
         log.info(
             "sent user=%s papers=%s message_id=%s",
             prep.user,
             ",".join(prep.versions),
-            msg["Message-ID"],
-            extra={"user": prep.user, "paper_ids": list(prep.versions), "message_id": str(msg["Message-ID"])},
+            prep.message_id,
+            extra={"user": prep.user, "paper_ids": list(prep.versions), "message_id": prep.message_id},
         )
 
     outcomes = asyncio.run(send_all([m for m, _ in messages], settings, accepted))

@@ -65,9 +65,10 @@ class MailerStage(stream.Stage[Match]):
     def handle(self, matches: list[Match]) -> None:
         now = self.clock()  # injectable: quiet hours are tested at chosen local times
         modes: dict[str, str | None] = {}
+        profiles = profile_store.get_profiles(self.r, self.settings, sorted({m.user for m in matches}))
         for m in matches:
             if m.user not in modes:
-                profile = profile_store.get_profile(self.r, self.settings, m.user)
+                profile = profiles[m.user]
                 mode = profile.delivery.mode if profile and profile.enabled else None
                 if mode == "instant" and profile is not None and profile.delivery.is_quiet(now):
                     log.info("user=%s: quiet hours (%s); holding instant mail", m.user, profile.delivery.quiet_hours)

@@ -39,6 +39,14 @@ def paused(r: redis.Redis, settings: Settings, user: str) -> str | None:
     return raw.decode() if raw is not None else None
 
 
+def paused_many(r: redis.Redis, settings: Settings, users: list[str]) -> dict[str, str | None]:
+    """``paused`` for many readers in one round trip."""
+    if not users:
+        return {}
+    raws = r.hmget(settings.key("paused"), users)
+    return {u: raw.decode() if raw is not None else None for u, raw in zip(users, raws, strict=True)}
+
+
 def unpause(r: redis.Redis, settings: Settings, user: str) -> bool:
     pipe = r.pipeline(transaction=True)
     pipe.hdel(settings.key("paused"), user)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import redis
@@ -170,4 +171,20 @@ def load(r: redis.Redis, settings: Settings) -> Snapshot:
 
 def get_profile(r: redis.Redis, settings: Settings, user: str) -> Profile | None:
     raw = r.hget(settings.key("profiles"), user)
-    return Profile.model_validate_json(raw) if raw else None
+    return _parse(raw) if raw else None
+
+
+def get_profiles(r: redis.Redis, settings: Settings, users: list[str]) -> dict[str, Profile | None]:
+    """``get_profile`` for many readers in one round trip (the mailer asks for hundreds per batch)."""
+    if not users:
+        return {}
+    raws = r.hmget(settings.key("profiles"), users)
+    return {u: _parse(raw) if raw else None for u, raw in zip(users, raws, strict=True)}
+
+
+@lru_cache(maxsize=10_000)
+def _parse(raw: bytes) -> Profile:
+    """A stored profile, parsed once per distinct stored form: validating one (its email address
+    above all) took ~0.3 ms, a fifth of the mailer's time per email. Keyed by the bytes, so an
+    edited profile is parsed afresh; callers only read the result."""
+    return Profile.model_validate_json(raw)
