@@ -104,3 +104,24 @@ def test_top_k_ignores_thresholds_and_ranks():
     papers = [paper("a"), paper("b"), paper("c")]
     got = idx.score(papers, np.stack([unit(1, 1), unit(1, 0), unit(0, 1)]), top=2)
     assert [m.paper_id for m in got] == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "term", "occurs"),
+    [
+        ("Small Language Models at scale.", "language model", True),  # case and plural
+        ("Small language-models.", "language model", False),  # a hyphen is not a space
+        ("Multilingual modelling.", "lingual model", False),  # inside a word: no
+        ("Fast \u212aernel methods.", "kernel", True),  # Kelvin sign: non-ASCII text goes to the regex
+        ("Fast kernel methods.", "\u212aernel", True),  # and so does a non-ASCII term
+        ("Stra\u00dfe networks.", "strasse", False),  # regex case folding is per character
+        ("A method.", "   ", False),
+    ],
+)
+def test_term_occurrence_prefilter_agrees_with_the_regex(text, term, occurs):  # noqa: ANN001
+    from consumers.score import _Occurs, _pattern
+
+    p = paper("p", text)
+    pattern = _pattern(term)
+    assert (pattern is not None and pattern.search(p.text) is not None) == occurs  # the regex says
+    assert _Occurs([p])(0, term) == occurs  # and the prefiltered search agrees
