@@ -77,6 +77,11 @@ _env_text = Environment(
 )
 
 
+# A text as it was put together: pieces shared by every digest they are in (page and card
+# pieces, the same str objects each time) at even places, one reader's values at odd places.
+Parts = list[str]
+
+
 @dataclass(frozen=True)
 class Email:
     subject: str
@@ -84,6 +89,9 @@ class Email:
     text: str
     paper_ids: list[str]
     headers: dict[str, str] = field(default_factory=dict)
+    # (html, text) as Parts, when render put them together: to_mime then encodes the shared pieces'
+    # lines once for all digests. Only used while "".join(parts) is still html and text.
+    parts: tuple[tuple[str, ...], tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
 
 
 def one_line(value: str, limit: int = 200) -> str:
@@ -239,14 +247,16 @@ def _card_text() -> Callable[[dict[str, object]], str]:
     return _env_text.get_template("card.txt.j2").module.paper  # type: ignore[attr-defined,no-any-return]
 
 
-def _card_direct(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[str, str]:
-    """A card rendered by the template with this reader's values: the reference for ``_card``."""
+def _card_direct(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[Parts, Parts]:
+    """A card rendered by the template with this reader's values: the reference for ``_card``
+    (as Parts: all of it is this reader's)."""
     item = _item(m, updated, links)
-    return str(_card_html()(item)), str(_card_text()(item))
+    return ["", str(_card_html()(item)), ""], ["", str(_card_text()(item)), ""]
 
 
-def _card(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[str, str]:
-    """(html, text) of one paper's card for one reader, from the paper's cached pieces."""
+def _card(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[Parts, Parts]:
+    """(html, text) of one paper's card for one reader: the paper's cached pieces, and in their
+    slots the reader's values."""
     card = _paper_card(_paper(m))
     if card.direct:
         return _card_direct(m, updated, links)
@@ -254,10 +264,10 @@ def _card(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[str,
     html_pieces, text_pieces = card.pieces(bool(values["updated"]), bool(values["version"]), bool(values["more_url"]))
     html, text = list(html_pieces), list(text_pieces)
     for k in range(1, len(html), 2):  # odd places are slots: the value, as Jinja would print it
-        html[k] = escape(values[html[k]])
+        html[k] = str(escape(values[html[k]]))
     for k in range(1, len(text), 2):
         text[k] = str(values[text[k]])
-    return "".join(html), "".join(text)
+    return html, text
 
 
 def _web(url: str | None) -> str | None:
@@ -349,10 +359,11 @@ def render(
     html, text = _page(page, values, [t for t, _ in sections], [_card(m, updated, feedback) for m in shown_matches])
     return Email(
         subject=subject,
-        html=html,
-        text=text,
+        html="".join(html),
+        text="".join(text),
         paper_ids=[m.paper_id for m in shown_matches],
         headers=headers,
+        parts=(tuple(html), tuple(text)),
     )
 
 
@@ -400,9 +411,11 @@ def _page_direct(
     return _env_html.get_template("email.html.j2").render(html), _env_text.get_template("email.txt.j2").render(text)
 
 
-def _page(page: _Page, values: dict[str, str], titles: list[str], cards: list[tuple[str, str]]) -> tuple[str, str]:
+def _page(
+    page: _Page, values: dict[str, str], titles: list[str], cards: list[tuple[Parts, Parts]]
+) -> tuple[Parts, Parts]:
     """(html, text) of one digest: the page of its shape, rendered once with markers and cached,
-    joined with this reader's values (escaped as Jinja escapes them) and cards."""
+    with this reader's values (escaped as Jinja escapes them) and cards in its slots."""
     pieces = _PAGES.get(page)
     if pieces is None:
         marks = {name: _mark(name) for name in _PAGE_SLOTS}
@@ -412,12 +425,7 @@ def _page(page: _Page, values: dict[str, str], titles: list[str], cards: list[tu
         if len(_PAGES) >= _PAGES_MAX:
             _PAGES.clear()
         pieces = _PAGES[page] = (_slots(_SPLIT.split(html_page)), _slots(_SPLIT.split(text_page)))
-    html, text = list(pieces[0]), list(pieces[1])
-    for k in range(1, len(html), 2):
-        html[k] = _page_value(html[k], values, titles, cards, 0)  # type: ignore[arg-type]
-    for k in range(1, len(text), 2):
-        text[k] = _page_value(text[k], values, titles, cards, 1)  # type: ignore[arg-type]
-    return "".join(html), "".join(text)  # type: ignore[arg-type]
+    return _fill(pieces[0], values, titles, cards, 0), _fill(pieces[1], values, titles, cards, 1)
 
 
 def _slots(pieces: list[str]) -> list[object]:
@@ -429,14 +437,22 @@ def _slots(pieces: list[str]) -> list[object]:
     return out
 
 
-def _page_value(
-    slot: tuple[str, object], values: dict[str, str], titles: list[str], cards: list[tuple[str, str]], part: int
-) -> str:
-    kind, key = slot
-    if kind == "card":
-        return cards[key][part]  # type: ignore[index]
-    value = titles[key] if kind == "title" else values[key]  # type: ignore[index]
-    return escape(value) if part == 0 else value
+def _fill(
+    pieces: list[object], values: dict[str, str], titles: list[str], cards: list[tuple[Parts, Parts]], part: int
+) -> Parts:
+    """The page's pieces (``part`` 0: HTML, 1: text) with this reader's values in their slots; a
+    card's own Parts take its slot's place, between two empty values, so that shared pieces stay
+    at even places."""
+    out: Parts = [pieces[0]]  # type: ignore[list-item]
+    for k in range(1, len(pieces), 2):
+        kind, key = pieces[k]  # type: ignore[misc]
+        if kind == "card":
+            out += ["", *cards[key][part], ""]
+        else:
+            value = titles[key] if kind == "title" else values[key]
+            out.append(str(escape(value)) if part == 0 else value)
+        out.append(pieces[k + 1])  # type: ignore[arg-type]
+    return out
 
 
 class MailMessage(EmailMessage):
@@ -517,7 +533,8 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     same order, quoted-printable bodies), without their cost: headers the email package would write
     out exactly as given are stored as their text (``_set_header``), headers that repeat in every
     message are parsed once (``_header``), the bodies are encoded by ``quoted_printable``."""
-    text, html = quoted_printable(email.text), quoted_printable(email.html)
+    html_parts, text_parts = email.parts or (None, None)
+    text, html = _body(email.text, text_parts), _body(email.html, html_parts)
     msg = MailMessage(policy=_SMTP_POLICY)
     msg["From"] = _header("From", sender)
     _set_header(msg, "To", recipient)  # always the profile's own address, never anything from a feed
@@ -598,6 +615,13 @@ def _text_part(subtype: str, payload: str, *, mime_version: bool = False) -> Ema
     return part
 
 
+def _body(text: str, parts: tuple[str, ...] | None) -> str:
+    """``quoted_printable(text)``; from the Parts render put it together from when it has them."""
+    if parts is not None and "\r" not in text and "".join(parts) == text:
+        return quoted_printable_parts(parts)
+    return quoted_printable(text)
+
+
 # RFC 2045 6.7 (5): quoted-printable lines are at most 76 characters long. (set_content would cut
 # them at the policy's max_line_length, which is 78 under email.policy.SMTP.)
 QP_WIDTH = 76
@@ -614,14 +638,80 @@ def quoted_printable(text: str, width: int = QP_WIDTH) -> str:
     lines = text.split("\n")
     if lines[-1] == "":  # a line end ends the text (body_encode's input always has one)
         lines.pop()
-    cache = _QP_LINES.get(width)
-    if cache is None:
-        cache = _QP_LINES[width] = _Recent(partial(_qp_line, width=width), _QP_LINES_MAX)
+    cache = _line_cache(width)
     out = list(map(cache.now.get, lines))  # most lines: one lookup, without a Python call
     for k, encoded in enumerate(out):
         if encoded is None:
             out[k] = cache.get(lines[k])
     return "\n".join(out) + "\n"
+
+
+def quoted_printable_parts(parts: tuple[str, ...] | Parts) -> str:
+    """``quoted_printable("".join(parts))`` (``parts``: Parts without a CR) at ``QP_WIDTH``, without
+    going over every line of every digest: a shared piece's whole lines are encoded once, for all
+    the digests it is in (``_Piece``), and a digest encodes only the lines that hold its reader's
+    values (~120, most with their signed links), plus, from the line cache, the few where two
+    shared pieces meet."""
+    cache = _line_cache(QP_WIDTH)
+    out: list[str] = []
+    line: list[str] = []  # the line being put together, as far as the parts have got
+    own = False  # whether it holds a value of the reader's: then it is encoded, not looked up
+    for k, text in enumerate(parts):
+        if k % 2:  # a value
+            if not text:
+                continue
+            own = True
+            if "\n" not in text:
+                line.append(text)
+                continue
+            piece = _Piece(text)
+        else:
+            piece = _PIECES.get(text) or _piece(text)
+            if piece.lines is None:  # no line end: it all continues the line
+                line.append(text)
+                continue
+        line.append(piece.first)
+        done = "".join(line)
+        out.append(_qp_line(done, QP_WIDTH) if own else cache.get(done))
+        out.append(piece.lines)
+        line = [piece.last]
+        own = bool(k % 2) and bool(piece.last)
+    rest = "".join(line)
+    if rest:  # the text does not end with a line end
+        out.append(_qp_line(rest, QP_WIDTH) if own else cache.get(rest))
+        out.append("\n")
+    return "".join(out) or "\n"  # as quoted_printable("")
+
+
+class _Piece:
+    """A text with line ends, for ``quoted_printable_parts``: what comes before its first line end
+    (``first``), then that line end and the whole lines after it, encoded, each with its line end
+    (``lines``), and what comes after its last line end (``last``). ``lines`` is None for a text
+    without a line end."""
+
+    __slots__ = ("first", "lines", "last")
+
+    def __init__(self, text: str) -> None:
+        first, sep, rest = text.partition("\n")
+        self.first = first
+        self.lines: str | None = None
+        self.last = ""
+        if sep:
+            *whole, self.last = rest.split("\n")
+            self.lines = "\n" + "".join(_qp_line(line, QP_WIDTH) + "\n" for line in whole)
+
+
+def _piece(text: str) -> _Piece:
+    if len(_PIECES) >= _PIECES_MAX:
+        _PIECES.clear()  # past a week's pages and cards: start again rather than track recency
+    piece = _PIECES[text] = _Piece(text)
+    return piece
+
+
+# Shared pieces (Parts' even places) as _Piece, by their text: every piece of the cached pages and
+# cards (_PAGES, _CARDS) once a digest has used it.
+_PIECES: dict[str, _Piece] = {}
+_PIECES_MAX = 100_000
 
 
 class _Recent:
@@ -646,6 +736,13 @@ class _Recent:
                 self.before, self.now = self.now, {}
             self.now[key] = value
         return value
+
+
+def _line_cache(width: int) -> _Recent:
+    cache = _QP_LINES.get(width)
+    if cache is None:
+        cache = _QP_LINES[width] = _Recent(partial(_qp_line, width=width), _QP_LINES_MAX)
+    return cache
 
 
 # Encoded lines by line, per width. A day's cards hold some tens of thousands of distinct lines.

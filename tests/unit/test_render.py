@@ -201,15 +201,46 @@ def _day_of_digests(seed: int) -> list[tuple[Profile, list[Match], dict]]:
 def test_cached_cards_and_pages_match_the_templates_rendered_for_each_reader(monkeypatch):
     import alerts.render as rendering
 
+    def page_direct(page, values, titles, cards):  # noqa: ANN001, ANN202 (the page template, as Parts)
+        cards = [("".join(html), "".join(text)) for html, text in cards]
+        return tuple(["", whole, ""] for whole in rendering._page_direct(page, values, titles, cards))
+
     digests = _day_of_digests(seed=6)
     fast = [rendering.render(p, ms, **kw) for p, ms, kw in digests]
     again = [rendering.render(p, ms, **kw) for p, ms, kw in digests]  # every card from the cache now
     monkeypatch.setattr(rendering, "_card", rendering._card_direct)
-    monkeypatch.setattr(rendering, "_page", rendering._page_direct)
+    monkeypatch.setattr(rendering, "_page", page_direct)
     straight = [rendering.render(p, ms, **kw) for p, ms, kw in digests]
     assert sum(len(e.paper_ids) for e in straight) > 300
     assert any("UPDATED v" in e.html for e in straight) and any("f/more/" in e.html for e in straight)
     assert fast == straight and again == straight
+    for e in fast + again:  # the Parts they were put together from: shared pieces, then values
+        html, text = e.parts
+        assert "".join(html) == e.html and "".join(text) == e.text
+        assert all(type(part) is str for part in html + text)
+
+
+def test_bodies_encoded_from_parts_are_the_whole_bodies_encoded():
+    """to_mime encodes a body from the Parts render put it together from, each shared piece's
+    lines once for all digests: the same string as encoding the whole body, for any split of a
+    text into parts (line ends inside pieces, values, at their edges; values empty or not)."""
+    import random
+
+    import alerts.render as rendering
+
+    for profile, matches, kwargs in _day_of_digests(seed=11):
+        out = rendering.render(profile, matches, **kwargs)
+        for parts, whole in zip(out.parts, (out.html, out.text), strict=True):
+            assert rendering.quoted_printable_parts(parts) == rendering.quoted_printable(whole)
+    rng = random.Random(12)
+    alphabet = ["\n", "\n\n", " ", "\t", "=", "é", "x" * 40, "abc", "<a href=\"x\">"]
+    for _ in range(3000):
+        parts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(rng.randrange(1, 9))]
+        if len(parts) % 2 == 0:
+            parts.append("")
+        got = rendering.quoted_printable_parts(parts)
+        assert got == rendering.quoted_printable("".join(parts)), parts
+        assert rendering.quoted_printable_parts(parts) == got  # again, from the cached pieces
 
 
 def test_a_marker_in_a_feed_link_cannot_stand_in_for_a_readers_value():
@@ -362,3 +393,4 @@ def test_headers_stored_as_text_are_what_the_email_package_would_write():
             assert MAIL_POLICY.fold_binary(name, header) == f"{name}: {value}\r\n".encode(), (name, value)
             assert MAIL_POLICY.header_fetch_parse(name, value) == str(header) == value, (name, value)
     assert min(stored.values()) > 300, stored
+
