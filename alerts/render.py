@@ -478,15 +478,16 @@ class MailMessage(EmailMessage):
             return super().as_bytes(unixfrom, policy)
         crlf = b"\r\n"
         dash = b"--" + boundary.encode("ascii")
-        bodies = [_headers(p) + _line_ends(p.get_payload()).encode("ascii") for p in parts]
+        bodies = [_headers(p) + _line_ends(p.get_payload().encode("ascii")) for p in parts]
         return b"".join([_headers(self), dash, crlf, (crlf + dash + crlf).join(bodies), crlf, dash, b"--", crlf])
 
 
-def _line_ends(text: str) -> str:
-    """Every line end (CR LF, CR or LF) as CR LF, as the generator writes a body under MAIL_POLICY."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.replace("\n", "\r\n")
+def _line_ends(body: bytes) -> bytes:
+    """Every line end (CR LF, CR or LF) as CR LF, as the generator writes a body under MAIL_POLICY
+    (on bytes: twice as fast as on the str)."""
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body.replace(b"\n", b"\r\n")
 
 
 def _is_plain_part(part: object) -> bool:
@@ -502,9 +503,19 @@ def _headers(msg: EmailMessage) -> bytes:
     out = []
     for name, value in msg.raw_items():
         shared = _FOLDED.get(id(value))
-        out.append(shared[1] if shared is not None and shared[0] is value else MAIL_POLICY.fold_binary(name, value))
+        if shared is not None and shared[0] is value:
+            out.append(shared[1])
+        elif type(value) is str and _WRITTEN_AS_IS.fullmatch(value) and len(name) + 2 + len(value) <= 998:
+            out.append(f"{name}: {value}\r\n".encode("ascii"))  # what fold_binary does with such text
+        else:
+            out.append(MAIL_POLICY.fold_binary(name, value))
     out.append(b"\r\n")
     return b"".join(out)
+
+
+# Header text the policy writes out unchanged after "Name: " (one line of printable ASCII; the
+# line's length is checked apart), as a header read by a parser or stored by _set_header is.
+_WRITTEN_AS_IS = re.compile(r"[\x20-\x7e]*")
 
 
 def _new_boundary() -> str:
@@ -536,23 +547,25 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     html_parts, text_parts = email.parts or (None, None)
     text, html = _body(email.text, text_parts), _body(email.html, html_parts)
     msg = MailMessage(policy=_SMTP_POLICY)
-    msg["From"] = _header("From", sender)
+    # Headers every message carries alike are shared objects (``_header``), stored without the
+    # checks msg[name] = value makes of a header it is given (set_raw: a new message has no others).
+    msg.set_raw("From", _header("From", sender))
     _set_header(msg, "To", recipient)  # always the profile's own address, never anything from a feed
     # The email package decodes RFC 2047 encoded words in a value it is given, CR LF included, so a
     # topic named "=?utf-8?q?=0D=0ABcc:_x?=" would become a header line: break every "=?" first.
     _set_header(msg, "Subject", email.subject.replace("=?", "=\u200b?"))
-    msg["Date"] = _header("Date", format_datetime(now))
+    msg.set_raw("Date", _header("Date", format_datetime(now)))
     _set_header(msg, "Message-ID", make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> ")))
     _set_header(msg, "X-Paperwire-User", user)
     _set_header(msg, "X-Paperwire-Papers", " ".join(email.paper_ids))
     for name, value in email.headers.items():
         if name == "List-Unsubscribe-Post":
-            msg[name] = _header(name, value)
+            msg.set_raw(name, _header(name, value))
         else:
             _set_header(msg, name, value)
-    msg["MIME-Version"] = _header("MIME-Version", "1.0")
+    msg.set_raw("MIME-Version", _header("MIME-Version", "1.0"))
     # As the generator's set_boundary writes it.
-    msg["Content-Type"] = _header("Content-Type", f'multipart/alternative; boundary="{_boundary(text, html)}"')
+    msg.set_raw("Content-Type", _header("Content-Type", f'multipart/alternative; boundary="{_boundary(text, html)}"'))
     # quoted-printable: 7-bit safe for any relay (no reliance on 8BITMIME), lines stay short.
     msg.attach(_text_part("plain", text))
     msg.attach(_text_part("html", html, mime_version=True))  # as add_alternative leaves it
@@ -607,10 +620,10 @@ _FOLDED: dict[int, tuple[object, bytes]] = {}
 def _text_part(subtype: str, payload: str, *, mime_version: bool = False) -> EmailMessage:
     """A text part whose ``payload`` is already quoted-printable."""
     part = EmailMessage(policy=_SMTP_POLICY)
-    part["Content-Type"] = _header("Content-Type", f'text/{subtype}; charset="utf-8"')
-    part["Content-Transfer-Encoding"] = _header("Content-Transfer-Encoding", "quoted-printable")
+    part.set_raw("Content-Type", _header("Content-Type", f'text/{subtype}; charset="utf-8"'))
+    part.set_raw("Content-Transfer-Encoding", _header("Content-Transfer-Encoding", "quoted-printable"))
     if mime_version:
-        part["MIME-Version"] = _header("MIME-Version", "1.0")
+        part.set_raw("MIME-Version", _header("MIME-Version", "1.0"))
     part.set_payload(payload)
     return part
 
