@@ -11,6 +11,13 @@ go (the "why" line, the version of an update, the feedback links), and kept in a
 A digest joins those pieces with its reader's values, escaped as Jinja escapes them, and renders
 only the page around the cards. The output is the same bytes as rendering every card with the
 template (``tests/unit/test_render.py`` checks it).
+
+The MIME message (``to_mime``) is what the email package's ``set_content`` builds, with
+quoted-printable lines at RFC 2045's 76 characters, made without its per-line cost: the bodies
+are encoded from the pieces they were joined from (``Email.parts``), so the lines of a page or a
+card are encoded once for all digests and a digest encodes only the lines holding its reader's
+values; headers that need no encoding are stored as text; ``MailMessage.as_bytes`` writes the
+bytes itself. The stdlib parser reads back exactly what was rendered (tested).
 """
 
 from __future__ import annotations
@@ -505,7 +512,11 @@ def _headers(msg: EmailMessage) -> bytes:
         shared = _FOLDED.get(id(value))
         if shared is not None and shared[0] is value:
             out.append(shared[1])
-        elif type(value) is str and _WRITTEN_AS_IS.fullmatch(value) and len(name) + 2 + len(value) <= 998:
+        elif (
+            type(value) is str
+            and _WRITTEN_AS_IS.fullmatch(value)
+            and len(name) + 2 + len(value) <= MAIL_POLICY.max_line_length
+        ):
             out.append(f"{name}: {value}\r\n".encode("ascii"))  # what fold_binary does with such text
         else:
             out.append(MAIL_POLICY.fold_binary(name, value))
@@ -661,57 +672,62 @@ def quoted_printable(text: str, width: int = QP_WIDTH) -> str:
 
 def quoted_printable_parts(parts: tuple[str, ...] | Parts) -> str:
     """``quoted_printable("".join(parts))`` (``parts``: Parts without a CR) at ``QP_WIDTH``, without
-    going over every line of every digest: a shared piece's whole lines are encoded once, for all
-    the digests it is in (``_Piece``), and a digest encodes only the lines that hold its reader's
-    values (~120, most with their signed links), plus, from the line cache, the few where two
-    shared pieces meet."""
-    cache = _line_cache(QP_WIDTH)
+    going over every line of every digest: a shared piece is quoted, and its whole lines encoded,
+    once for all the digests it is in (``_Piece``). A digest quotes its values and cuts only the
+    lines they are on (~120, most with signed links), each from where its shared start stops
+    being cut the same way in every digest; a line where two shared pieces meet comes from the
+    line cache."""
+    cache = _FITTED
     out: list[str] = []
-    line: list[str] = []  # the line being put together, as far as the parts have got
-    own = False  # whether it holds a value of the reader's: then it is encoded, not looked up
+    done = ""  # the start of the line being put together, already cut into lines
+    line: list[str] = []  # the rest of it, quoted, as far as the parts have got
+    own = False  # whether it holds a value of the reader's: then it is cut here, not looked up
     for k, text in enumerate(parts):
         if k % 2:  # a value
             if not text:
                 continue
             own = True
             if "\n" not in text:
-                line.append(text)
+                line.append(_quote(text))
                 continue
             piece = _Piece(text)
         else:
             piece = _PIECES.get(text) or _piece(text)
             if piece.lines is None:  # no line end: it all continues the line
-                line.append(text)
+                line.append(piece.first)
                 continue
         line.append(piece.first)
-        done = "".join(line)
-        out.append(_qp_line(done, QP_WIDTH) if own else cache.get(done))
-        out.append(piece.lines)
-        line = [piece.last]
-        own = bool(k % 2) and bool(piece.last)
+        rest = "".join(line)
+        out += (done, _fit(rest, QP_WIDTH) if own else cache.get(rest), piece.lines)
+        done, line = piece.cut, [piece.rest]
+        own = bool(k % 2) and bool(piece.cut or piece.rest)
     rest = "".join(line)
-    if rest:  # the text does not end with a line end
-        out.append(_qp_line(rest, QP_WIDTH) if own else cache.get(rest))
-        out.append("\n")
+    if done or rest:  # the text does not end with a line end
+        out += (done, _fit(rest, QP_WIDTH) if own else cache.get(rest), "\n")
     return "".join(out) or "\n"  # as quoted_printable("")
 
 
 class _Piece:
-    """A text with line ends, for ``quoted_printable_parts``: what comes before its first line end
-    (``first``), then that line end and the whole lines after it, encoded, each with its line end
-    (``lines``), and what comes after its last line end (``last``). ``lines`` is None for a text
-    without a line end."""
+    """A text with or without line ends, quoted, for ``quoted_printable_parts``. ``first``: what
+    comes before its first line end (all of it when it has none; then ``lines`` is None).
+    ``lines``: that line end and the whole lines after it, encoded, each with its line end. What
+    comes after its last line end starts a line: ``cut`` is as much of that line as is cut into
+    lines whatever follows it (those lines, each with its soft break and line end), ``rest`` the
+    part left to cut with what follows."""
 
-    __slots__ = ("first", "lines", "last")
+    __slots__ = ("first", "lines", "cut", "rest")
 
     def __init__(self, text: str) -> None:
         first, sep, rest = text.partition("\n")
-        self.first = first
+        self.first = _quote(first)
         self.lines: str | None = None
-        self.last = ""
+        self.cut = self.rest = ""
         if sep:
-            *whole, self.last = rest.split("\n")
+            *whole, last = rest.split("\n")
             self.lines = "\n" + "".join(_qp_line(line, QP_WIDTH) + "\n" for line in whole)
+            quoted = _quote(last)
+            cut, start = _soft_breaks(quoted, QP_WIDTH)
+            self.cut, self.rest = "".join(line + "\n" for line in cut), quoted[start:]
 
 
 def _piece(text: str) -> _Piece:
@@ -762,51 +778,68 @@ def _line_cache(width: int) -> _Recent:
 _QP_LINES: dict[int, _Recent] = {}
 _QP_LINES_MAX = 40_000
 
+# Quoted lines where two shared pieces meet as _fit cuts them, for quoted_printable_parts.
+_FITTED = _Recent(lambda line: _fit(line, QP_WIDTH), 20_000)
+
 # Bytes quoted-printable carries as they are ("=" is not one of them: it starts a quote).
 _QP_SAFE = bytes([9, 10, *range(32, 61), *range(62, 127)])
 
 
 def _qp_line(line: str, width: int) -> str:
-    """One line (no line end) as quoted-printable lines of at most ``width``, quoting each distinct
-    byte by one ``str.replace`` (a line holds few) instead of a per-character table lookup."""
-    raw = line.encode("utf-8")
+    """One line (no line end) as quoted-printable lines of at most ``width``."""
+    return _fit(_quote(line), width)
+
+
+def _quote(text: str) -> str:
+    """``text`` as UTF-8, each byte quoted-printable cannot carry as it is quoted ("=XX"): by one
+    ``str.replace`` per distinct byte (a line holds few) instead of a per-character table lookup."""
+    raw = text.encode("utf-8")
     unsafe = raw.translate(None, _QP_SAFE)
-    quoted = line  # ASCII with nothing to quote (most lines holding a reader's links)
-    if unsafe:
-        quoted = raw.decode("latin-1").replace("=", "=3D")  # first: every other quote brings an "="
-        for byte in sorted(set(unsafe) - {ord("=")}):
-            quoted = quoted.replace(chr(byte), f"={byte:02X}")
-    if len(quoted) > width or quoted[-1:] in (" ", "\t"):
-        return _qp_cut(quoted, width)
+    if not unsafe:  # ASCII with nothing to quote (most of a digest's values: its signed links)
+        return text
+    quoted = raw.decode("latin-1").replace("=", "=3D")  # first: every other quote brings an "="
+    for byte in sorted(set(unsafe) - {ord("=")}):
+        quoted = quoted.replace(chr(byte), f"={byte:02X}")
     return quoted
 
 
-def _qp_cut(line: str, width: int) -> str:
-    """One quoted line as lines of at most ``width``, soft breaks ("=") where it was cut."""
-    room = width - 1  # a soft break "=" ends every cut line
-    last = len(line) - 1 - width  # cut while the rest is longer than a line
-    if "=" not in line:  # no "=XX" to keep whole: a cut every ``room`` characters
-        start = (last // room + 1) * room if last >= 0 else 0
-        out = [line[k : k + room] + "=" for k in range(0, start, room)]
-    else:
-        out = []
-        start = 0
-        while start <= last:
-            stop = start + room
-            if line[stop - 2] == "=":  # never cut an "=XX" apart
-                out.append(line[start : stop - 1])
-                start = stop - 2
-            elif line[stop - 1] == "=":
-                out.append(line[start:stop])
-                start = stop - 1
-            else:
-                out.append(line[start:stop] + "=")
-                start = stop
+def _fit(line: str, width: int) -> str:
+    """One quoted line as lines of at most ``width``, soft breaks ("=") where it was cut, and
+    trailing white space quoted: what ``email.quoprimime.body_encode`` makes of it."""
+    if len(line) <= width and line[-1:] not in (" ", "\t"):
+        return line
+    out, start = _soft_breaks(line, width)
     if line and line[-1] in " \t":  # trailing white space must be protected
-        left = start - last
+        left = start - (len(line) - 1 - width)
         end = line[-1]
         tail = f"={ord(end):02X}" if left >= 3 else end + "=\n" if left == 2 else f"=\n={ord(end):02X}"
         out.append(line[start:-1] + tail)
     else:
         out.append(line[start:])
     return "\n".join(out)
+
+
+def _soft_breaks(line: str, width: int) -> tuple[list[str], int]:
+    """The lines body_encode cuts from the start of a quoted line while more than ``width``
+    characters are left (each ending in its soft break "="), and where the rest starts. Each cut
+    depends only on the characters before it, so a line's start is cut the same way whatever
+    follows it."""
+    room = width - 1  # a soft break "=" ends every cut line
+    last = len(line) - 1 - width  # cut while the rest is longer than a line
+    if "=" not in line:  # no "=XX" to keep whole: a cut every ``room`` characters
+        start = (last // room + 1) * room if last >= 0 else 0
+        return [line[k : k + room] + "=" for k in range(0, start, room)], start
+    out = []
+    start = 0
+    while start <= last:
+        stop = start + room
+        if line[stop - 2] == "=":  # never cut an "=XX" apart
+            out.append(line[start : stop - 1])
+            start = stop - 2
+        elif line[stop - 1] == "=":
+            out.append(line[start:stop])
+            start = stop - 1
+        else:
+            out.append(line[start:stop] + "=")
+            start = stop
+    return out, start

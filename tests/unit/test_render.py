@@ -223,7 +223,8 @@ def test_cached_cards_and_pages_match_the_templates_rendered_for_each_reader(mon
 def test_bodies_encoded_from_parts_are_the_whole_bodies_encoded():
     """to_mime encodes a body from the Parts render put it together from, each shared piece's
     lines once for all digests: the same string as encoding the whole body, for any split of a
-    text into parts (line ends inside pieces, values, at their edges; values empty or not)."""
+    text into parts (line ends inside pieces, values, at their edges; values empty or not; long
+    lines cut across pieces)."""
     import random
 
     import alerts.render as rendering
@@ -233,8 +234,9 @@ def test_bodies_encoded_from_parts_are_the_whole_bodies_encoded():
         for parts, whole in zip(out.parts, (out.html, out.text), strict=True):
             assert rendering.quoted_printable_parts(parts) == rendering.quoted_printable(whole)
     rng = random.Random(12)
-    alphabet = ["\n", "\n\n", " ", "\t", "=", "é", "x" * 40, "abc", "<a href=\"x\">"]
-    for _ in range(3000):
+    # Long runs: a shared piece's last line is cut ahead (soft breaks near an "=XX", or not).
+    alphabet = ["\n", "\n\n", " ", "\t", "=", "é", "x" * 40, "x" * 73, "x" * 150, "abc", "<a href=\"x\">"]
+    for _ in range(6000):
         parts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(rng.randrange(1, 9))]
         if len(parts) % 2 == 0:
             parts.append("")
