@@ -14,7 +14,7 @@ template (``tests/unit/test_render.py`` checks it).
 
 The MIME message (``to_mime``) is what the email package's ``set_content`` builds, with
 quoted-printable lines at RFC 2045's 76 characters, made without its per-line cost: the bodies
-are encoded from the pieces they were joined from (``Email.parts``), so the lines of a page or a
+are encoded from the pieces they were joined from (``Email.assembly``), so the lines of a page or a
 card are encoded once for all digests and a digest encodes only the lines holding its reader's
 values; headers that need no encoding are stored as text; ``MailMessage.as_bytes`` writes the
 bytes itself. The stdlib parser reads back exactly what was rendered (tested).
@@ -34,6 +34,7 @@ from email.headerregistry import BaseHeader, HeaderRegistry
 from email.policy import SMTP, Policy
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache, partial
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -89,6 +90,16 @@ _env_text = Environment(
 Parts = list[str]
 
 
+class Assembly(NamedTuple):
+    """How render put an Email's bodies together: ``html`` and ``text`` are the very str objects
+    it put in the Email, joined from ``html_parts`` and ``text_parts``."""
+
+    html: str
+    text: str
+    html_parts: tuple[str, ...]
+    text_parts: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Email:
     subject: str
@@ -96,9 +107,9 @@ class Email:
     text: str
     paper_ids: list[str]
     headers: dict[str, str] = field(default_factory=dict)
-    # (html, text) as Parts, when render put them together: to_mime then encodes the shared pieces'
-    # lines once for all digests. Only used while "".join(parts) is still html and text.
-    parts: tuple[tuple[str, ...], tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
+    # Set by render: to_mime then encodes the shared pieces' lines once for all digests. Used only
+    # while the Email still holds the very bodies it describes (not after dataclasses.replace).
+    assembly: Assembly | None = field(default=None, compare=False, repr=False)
 
 
 def one_line(value: str, limit: int = 200) -> str:
@@ -364,13 +375,14 @@ def render(
         "unsubscribe_url": unsubscribe_url or "",
     }
     html, text = _page(page, values, [t for t, _ in sections], [_card(m, updated, feedback) for m in shown_matches])
+    assembly = Assembly("".join(html), "".join(text), tuple(html), tuple(text))
     return Email(
         subject=subject,
-        html="".join(html),
-        text="".join(text),
+        html=assembly.html,
+        text=assembly.text,
         paper_ids=[m.paper_id for m in shown_matches],
         headers=headers,
-        parts=(tuple(html), tuple(text)),
+        assembly=assembly,
     )
 
 
@@ -555,8 +567,11 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     same order, quoted-printable bodies), without their cost: headers the email package would write
     out exactly as given are stored as their text (``_set_header``), headers that repeat in every
     message are parsed once (``_header``), the bodies are encoded by ``quoted_printable``."""
-    html_parts, text_parts = email.parts or (None, None)
-    text, html = _body(email.text, text_parts), _body(email.html, html_parts)
+    a = email.assembly
+    if a is not None and a.html is email.html and a.text is email.text:
+        text, html = _body(a.text, a.text_parts), _body(a.html, a.html_parts)
+    else:
+        text, html = quoted_printable(email.text), quoted_printable(email.html)
     msg = MailMessage(policy=_SMTP_POLICY)
     # Headers every message carries alike are shared objects (``_header``), stored without the
     # checks msg[name] = value makes of a header it is given (set_raw: a new message has no others).
@@ -639,11 +654,9 @@ def _text_part(subtype: str, payload: str, *, mime_version: bool = False) -> Ema
     return part
 
 
-def _body(text: str, parts: tuple[str, ...] | None) -> str:
-    """``quoted_printable(text)``; from the Parts render put it together from when it has them."""
-    if parts is not None and "\r" not in text and "".join(parts) == text:
-        return quoted_printable_parts(parts)
-    return quoted_printable(text)
+def _body(text: str, parts: tuple[str, ...]) -> str:
+    """``quoted_printable(text)``, from the Parts ``text`` was joined from."""
+    return quoted_printable_parts(parts) if "\r" not in text else quoted_printable(text)
 
 
 # RFC 2045 6.7 (5): quoted-printable lines are at most 76 characters long. (set_content would cut

@@ -215,9 +215,10 @@ def test_cached_cards_and_pages_match_the_templates_rendered_for_each_reader(mon
     assert any("UPDATED v" in e.html for e in straight) and any("f/more/" in e.html for e in straight)
     assert fast == straight and again == straight
     for e in fast + again:  # the Parts they were put together from: shared pieces, then values
-        html, text = e.parts
-        assert "".join(html) == e.html and "".join(text) == e.text
-        assert all(type(part) is str for part in html + text)
+        a = e.assembly
+        assert a.html is e.html and a.text is e.text
+        assert "".join(a.html_parts) == e.html and "".join(a.text_parts) == e.text
+        assert all(type(part) is str for part in a.html_parts + a.text_parts)
 
 
 def test_bodies_encoded_from_parts_are_the_whole_bodies_encoded():
@@ -231,7 +232,7 @@ def test_bodies_encoded_from_parts_are_the_whole_bodies_encoded():
 
     for profile, matches, kwargs in _day_of_digests(seed=11):
         out = rendering.render(profile, matches, **kwargs)
-        for parts, whole in zip(out.parts, (out.html, out.text), strict=True):
+        for parts, whole in ((out.assembly.html_parts, out.html), (out.assembly.text_parts, out.text)):
             assert rendering.quoted_printable_parts(parts) == rendering.quoted_printable(whole)
     rng = random.Random(12)
     # Long runs: a shared piece's last line is cut ahead (soft breaks near an "=XX", or not).
@@ -412,3 +413,17 @@ def test_the_fast_writer_is_the_generator_for_other_line_ends_and_shapes():
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
     msg.set_type("multipart/mixed")
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
+
+
+def test_an_email_changed_after_render_is_encoded_from_its_own_bodies():
+    """to_mime encodes from render's Assembly only while the Email holds the very bodies it
+    describes: a copy with another body (dataclasses.replace) gets that body, whole."""
+    import dataclasses
+
+    out = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW)
+    changed = dataclasses.replace(out, html="<p>replaced</p>", text="replaced\r\nas a whole\n")
+    assert changed.assembly is out.assembly  # carried over, but no longer describes the bodies
+    msg = to_mime(changed, sender="a@paperwire.localhost", recipient="u@example.org", now=NOW, user="u")
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    text, html = (p.get_content().replace("\r\n", "\n") for p in parsed.iter_parts())
+    assert (text, html) == ("replaced\nas a whole\n", "<p>replaced</p>\n")
