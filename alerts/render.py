@@ -29,8 +29,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import EmailMessage
 from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache, partial
@@ -466,7 +466,9 @@ def _fill(
     for k in range(1, len(pieces), 2):
         kind, key = pieces[k]  # type: ignore[misc]
         if kind == "card":
-            out += ["", *cards[key][part], ""]
+            out.append("")
+            out += cards[key][part]
+            out.append("")
         else:
             value = titles[key] if kind == "title" else values[key]
             out.append(str(escape(value)) if part == 0 else value)
@@ -564,9 +566,11 @@ def _boundary(*bodies: str) -> str:
 
 def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: str) -> EmailMessage:
     """The message as ``EmailMessage.set_content`` + ``add_alternative`` build it (same headers,
-    same order, quoted-printable bodies), without their cost: headers the email package would write
-    out exactly as given are stored as their text (``_set_header``), headers that repeat in every
-    message are parsed once (``_header``), the bodies are encoded by ``quoted_printable``."""
+    same order, quoted-printable bodies, lines at 76), without their cost: the bodies are encoded
+    from the pieces render joined them from (``quoted_printable_parts``; an Email from elsewhere:
+    ``quoted_printable``), headers the email package would write out exactly as given are stored
+    as their text (``_set_header``), headers that repeat in every message are parsed once
+    (``_header``)."""
     a = email.assembly
     if a is not None and a.html is email.html and a.text is email.text:
         text, html = _body(a.text, a.text_parts), _body(a.html, a.html_parts)
@@ -667,9 +671,9 @@ QP_WIDTH = 76
 def quoted_printable(text: str, width: int = QP_WIDTH) -> str:
     """``text`` as UTF-8 quoted-printable with ``\\n`` line ends, lines at most ``width`` long: the
     same string as ``email.quoprimime.body_encode`` returns for what ``set_content`` gives it.
-    Each line is encoded on its own, as body_encode does, and each distinct line once: most lines
-    of a digest are lines of cards and of the page that every reader's digest repeats, so a digest
-    encodes only the lines holding its reader's own values (~40 % of its bytes, its links)."""
+    Each line is encoded on its own, as body_encode does, and each distinct line once (most lines
+    of a text from render repeat in other digests; render's own Emails take the faster
+    ``quoted_printable_parts``)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
