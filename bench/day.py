@@ -15,12 +15,15 @@ Render: every digest (``--render-sample`` renders fewer and extrapolates), as se
 it: signed unsubscribe and "more / less like this" links, ``render``, ``to_mime`` and the
 message's bytes, which are counted and dropped. ``--render-procs`` processes (default 2, one per
 core) each take one shard of the readers, as the DAG's mapped tasks do with
-PAPERWIRE_DIGEST_SHARDS=2; forked once the day is matched, so they share its memory.
+PAPERWIRE_DIGEST_SHARDS=2; forked once the day is matched (the index and the match columns freed,
+the rest frozen out of the cyclic GC), so they share its memory. The day's peak is the larger of
+the parent's peak until then and its memory at the fork plus the pages the workers made private.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import multiprocessing
@@ -131,6 +134,11 @@ def _private_gib() -> float:
     return kib / 2**20
 
 
+def rss_gib() -> float:
+    """Resident memory now (``peak_gib`` is the most so far)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**30
+
+
 def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
@@ -221,14 +229,23 @@ def main(argv: list[str] | None = None) -> int:
         kept = digests(parts, user_of_row, max_papers, paper_ids)
         stages["match"] = time.perf_counter() - t
         log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(kept), peak_gib())
+        # Rendering needs the readers and what their digests show, not the index or the columns.
+        n_topics = len(index)
+        del parts, scored, index
+        gc.collect()
+        matched_peak = peak_gib()
 
         t = time.perf_counter()
+        at_fork = rss_gib()
         users = list(kept)[: args.render_sample or None]
         global _RENDER
         _RENDER = (settings, profiles, kept, got, users, datetime.now(UTC))
         if args.render_procs == 1:
             shards = [_render_shard(0, 1)]
         else:  # forked after the day is matched: each worker inherits it, nothing is pickled
+            # Frozen, so the workers' garbage collections do not write to (and so copy) every
+            # inherited object's page.
+            gc.freeze()
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(args.render_procs, mp_context=ctx) as pool:
                 shards = list(pool.map(_render_shard, range(args.render_procs), [args.render_procs] * args.render_procs))
@@ -237,14 +254,16 @@ def main(argv: list[str] | None = None) -> int:
         total_bytes = sum(b for _, b, _ in shards)
         stages["render"] = render_s * len(kept) / max(rendered, 1)  # the same unless --render-sample
         wall = time.perf_counter() - start - render_s + stages["render"]
-        # The workers share the parent's pages until they write to them: the day's peak is at most
-        # the parent's own plus what each worker made private.
+        # The workers share the parent's pages until they write to them: while they render, the
+        # day holds the parent's pages plus what each worker made private.
         workers_private = sum(p for _, _, p in shards) if args.render_procs > 1 else 0.0
+        peak = max(matched_peak, at_fork + workers_private, peak_gib() if args.render_procs == 1 else 0.0)
     print(
         json.dumps(
             {
                 "day_wall_s": round(wall, 1),
-                "day_peak_gib": round(peak_gib() + workers_private, 2),
+                "day_peak_gib": round(peak, 2),
+                "day_peak_before_render_gib": round(matched_peak, 2),
                 "day_render_processes": args.render_procs,
                 "day_render_workers_private_gib": round(workers_private, 2),
                 "day_setup_s": round(setup_s, 1),
@@ -252,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 "day_stage_s": {k: round(v, 2) for k, v in stages.items()},
                 "day_papers": len(got),
                 "day_profiles": len(profiles),
-                "day_topics": len(index),
+                "day_topics": n_topics,
                 "day_digests": len(kept),
                 "day_hits": hits,
                 "day_digests_rendered": rendered,
