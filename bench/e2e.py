@@ -1,6 +1,8 @@
 """Latency, publish to SMTP 250, for instant alerts: real dev broker, the machine's Redis (under a
 key prefix of our own, deleted afterwards, never flushed), an aiosmtpd sink, and the real
-matcher and mailer loops (``consumers.matcher.run``, ``alerts.mailer.run``) in threads.
+matcher and mailer as they are deployed: ``paperwire matcher`` and ``paperwire mailer``, each its
+own process (in threads of one process they would share one interpreter lock with each other and
+with the sink).
 
 Papers (real arXiv texts) are published at a steady rate; each message the sink accepts names
 its papers in ``X-Paperwire-Papers``; latency = accept time - that paper's publish time, per
@@ -12,8 +14,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import logging
-import threading
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -38,9 +44,8 @@ def bench_e2e(
     drain_s: float = 60.0,
     redis_url: str = "redis://127.0.0.1:6379/0",
 ) -> dict:
-    from alerts import mailer
     from bench.mail import free_port
-    from consumers import matcher, profile_store
+    from consumers import profile_store
     from consumers.fast_embed import OnnxEmbedder
     from consumers.score import topic_text
     from paperwire import kafka
@@ -79,23 +84,45 @@ def bench_e2e(
             coalesce_s=coalesce_s,
             state_dir=state,
         )
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "PAPERWIRE_REDIS_URL": redis_url,
+            "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,
+            "PAPERWIRE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "PAPERWIRE_KAFKA_API_VERSION": "2.3",
+            "PAPERWIRE_TOPIC_PAPERS": settings.topic_papers,
+            "PAPERWIRE_TOPIC_MATCHES": settings.topic_matches,
+            "PAPERWIRE_TOPIC_PAPERS_DLQ": settings.topic_papers_dlq,
+            "PAPERWIRE_TOPIC_MATCHES_DLQ": settings.topic_matches_dlq,
+            "PAPERWIRE_MATCHER_GROUP": settings.matcher_group,
+            "PAPERWIRE_MAILER_GROUP": settings.mailer_group,
+            "PAPERWIRE_SMTP_HOST": "127.0.0.1",
+            "PAPERWIRE_SMTP_PORT": str(sink.port),
+            "PAPERWIRE_COALESCE_S": str(coalesce_s),
+            "PAPERWIRE_STATE_DIR": str(state),
+            "PAPERWIRE_MODEL_CACHE_DIR": str(state / "models"),  # the export the bench's embedder uses
+            "PAPERWIRE_EMBED_BACKEND": "onnx",
+        }
+        procs: dict[str, subprocess.Popen] = {}
+        results: dict[str, dict] = {}
         try:
             profile_store.sync(profiles, vectors, r, settings)
-            stop = threading.Event()
-            results: dict[str, dict] = {}
-            threads = [
-                threading.Thread(target=lambda: results.update(m=matcher.run(settings, embedder=emb, stop=stop))),
-                threading.Thread(target=lambda: results.update(a=mailer.run(settings, stop=stop))),
-            ]
-            for th in threads:
-                th.start()
+            for name in ("matcher", "mailer"):
+                procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "paperwire.cli", name],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
             producer = kafka.producer(settings)
             # Warm up before the clock starts: both groups joined, the matcher's 10k profiles
             # loaded, the mailer's connections open. One paper through, then quiet for 2 s.
             warm = papers[0].model_copy(update={"id": f"{papers[0].id}-w{tag}"})
             producer.send(settings.topic_papers, key=warm.id.encode(), value=warm.model_dump_json().encode())
             producer.flush()
-            deadline = time.time() + 120
+            deadline = time.time() + 180
             while time.time() < deadline and not (
                 sink.handler.accepted and time.time() - sink.handler.accepted[-1][0] > 2
             ):
@@ -113,11 +140,18 @@ def bench_e2e(
                 time.sleep(1)
                 if sink.handler.accepted and time.time() - sink.handler.accepted[-1][0] > 5 and time.time() - last > 5:
                     break  # nothing new for 5 s after the last publish: the pipeline is idle
-            stop.set()
-            for th in threads:
-                th.join(timeout=120)
             producer.close()
         finally:
+            for proc in procs.values():  # Ctrl-C, as an operator stops them: they finish and report
+                proc.send_signal(signal.SIGINT)
+            for name, proc in procs.items():
+                try:
+                    out, _ = proc.communicate(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, _ = proc.communicate()
+                lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+                results[name] = json.loads(lines[-1]) if lines else {}
             keys = list(r.scan_iter(match=settings.redis_prefix + "*", count=1000))
             for i in range(0, len(keys), 1000):
                 r.delete(*keys[i : i + 1000])
@@ -142,7 +176,8 @@ def bench_e2e(
         # Latencies are of what arrived: a paper the pipeline had not reached by the end has none,
         # so the percentiles mean little unless every paper was matched and mailed.
         "e2e_papers_delivered": len(delivered),
-        "e2e_complete": results.get("m", {}).get("papers", 0) == n_papers,
+        "e2e_complete": results.get("matcher", {}).get("papers", 0) == n_papers + 1,  # and the warm-up paper
         "e2e_coalesce_s": coalesce_s,
-        "e2e_matcher": {k: v for k, v in results.get("m", {}).items() if isinstance(v, int | float)},
+        "e2e_matcher": {k: v for k, v in results.get("matcher", {}).items() if isinstance(v, int | float)},
+        "e2e_mailer": {k: v for k, v in results.get("mailer", {}).items() if isinstance(v, int | float)},
     }
