@@ -31,6 +31,14 @@ ARXIV_DIR = SHARED / "real-feeds" / "arxiv_rss"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def fast_embedder(state: Path, backend: str = "auto"):  # noqa: ANN201
+    """The embedder paperwire uses by default on this machine (``auto``: bf16 or onnx, by CPU)."""
+    from consumers.fast_embed import make_embedder
+    from paperwire.settings import Settings
+
+    return make_embedder(Settings(_env_file=None, model_cache_dir=state / "models", embed_backend=backend))
+
+
 def seed_texts() -> list[str]:
     """Title + abstract of the 91 seed papers, as the matcher embeds them (``Paper.text``)."""
     from consumers.evaluate import read_hf_page

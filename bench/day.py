@@ -28,7 +28,6 @@ import json
 import logging
 import multiprocessing
 import resource
-import sys
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -151,7 +150,7 @@ def peak_gib() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.day")
     parser.add_argument("--state", type=Path, default=Path(".state"))
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    parser.add_argument("--backend", choices=("auto", "torch", "bf16", "onnx"), default="auto")
     parser.add_argument("--papers", type=int, default=2000)
     parser.add_argument("--users", type=int, default=100_000)
     # Papers per score call: at most what the matcher's consumer polls at once.
@@ -160,20 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     # Digests are rendered by send_digests' shards (PAPERWIRE_DIGEST_SHARDS): one per core here.
     parser.add_argument("--render-procs", type=int, default=2, help="processes rendering digests, one shard each")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
     from bench.mail import free_port
-    from consumers.embed import Embedder
-    from consumers.fast_embed import OnnxEmbedder
     from consumers.lexical import DocFreq
     from consumers.score import ProfileIndex, topic_text
-    from paperwire import kafka
+    from paperwire import kafka, logs
     from paperwire.broker import DevBroker
     from paperwire.models import Paper
     from paperwire.settings import Settings
 
+    logs.setup()
     t0 = time.perf_counter()
-    emb = OnnxEmbedder(cache_dir=args.state / "models") if args.backend == "onnx" else Embedder()
+    emb = data.fast_embedder(args.state, args.backend)
     corpus = data.arxiv_day(args.papers)
     anchors = data.cached_vectors([p.text for p in corpus], emb, args.state / "bench")
     real = emb.encode([topic_text(t) for t in data.real_topics()])

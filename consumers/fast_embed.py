@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from consumers.embed import DIM, MODEL_NAME, Embedder, default_model_path
+from consumers.embed import DIM, MODEL_NAME, Embedder, default_model_path, quiet_offline_env
 from paperwire.settings import default_model_cache_dir
 
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ONNX_NAME = f"{MODEL_NAME}-onnx-int8"
-BACKENDS = ("torch", "onnx")
+BF16_NAME = f"{MODEL_NAME}-bf16"
+BACKENDS = ("auto", "torch", "bf16", "onnx")
 _OPSET = 17
 
 
@@ -234,42 +235,32 @@ def _export(src: Path, fp32: Path, fused: Path, int8: Path | None) -> None:
             _atomic_write(int8, lambda p: _quantize(fused, p))
 
 
-class OnnxEmbedder:
-    """Text -> unit-length float32 vectors, on ONNX Runtime. Drop-in for ``Embedder``."""
+class _Batched:
+    """Tokenise once, batch texts of similar length, run the batches data-parallel, mean-pool.
 
-    def __init__(
-        self,
-        model_path: str | None = None,
-        batch_size: int = 8,
-        *,
-        cache_dir: Path | None = None,
-        quantize: bool = True,
-        threads: int | None = None,
-    ) -> None:
-        import onnxruntime as ort
+    Subclasses say how a batch becomes hidden states (``_hidden``); everything around the model is
+    the same for every fast path, and is what sentence-transformers' Pooling and Normalize do."""
+
+    name: str
+
+    def __init__(self, model_path: str | None, batch_size: int, threads: int | None) -> None:
         from tokenizers import Tokenizer
 
         self.path = model_path or default_model_path()
         self.batch_size = batch_size  # the most per run; small batches keep every core busy to the end
-        self.name = ONNX_NAME if quantize else f"{MODEL_NAME}-onnx"
-        self.file = onnx_model_file(self.path, Path(cache_dir or default_model_cache_dir()), quantize=quantize)
         st_config = json.loads((Path(self.path) / "sentence_bert_config.json").read_text(encoding="utf-8"))
         self.max_length = int(st_config.get("max_seq_length", 256))
         self.tokenizer = Tokenizer.from_file(str(Path(self.path) / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()  # padding is per batch, to that batch's longest text
         self.workers = max(1, threads or _usable_cores())
-        options = ort.SessionOptions()
-        # One thread per run, several runs at once (``encode``): data parallelism, no barriers.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.file), options, providers=["CPUExecutionProvider"])
-        self._inputs = {i.name for i in self.session.get_inputs()}
         self._pool: ThreadPoolExecutor | None = None
-        log.info("onnx embedder %s from %s, %d parallel runs", self.name, self.file, self.workers)
+
+    def _hidden(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _start_worker(self) -> None:
+        """Runs once in each worker thread before its first batch."""
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -294,18 +285,87 @@ class OnnxEmbedder:
                 ids[row, :n] = e.ids
                 mask[row, :n] = 1
                 types[row, :n] = e.type_ids
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
-            out[idx] = _mean_pool_normalise(hidden, mask)  # each batch owns its rows
+            out[idx] = _mean_pool_normalise(self._hidden(ids, mask, types), mask)  # each batch owns its rows
 
         if self.workers == 1 or len(batches) == 1:
             for idx in batches:
                 run(idx)
         else:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-embed")
+                self._pool = ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="embed", initializer=self._start_worker
+                )
             list(self._pool.map(run, batches))  # list(): wait for all, re-raise the first error
         return out
+
+
+class OnnxEmbedder(_Batched):
+    """Text -> unit-length float32 vectors, on ONNX Runtime. Drop-in for ``Embedder``."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        batch_size: int = 8,
+        *,
+        cache_dir: Path | None = None,
+        quantize: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        super().__init__(model_path, batch_size, threads)
+        self.name = ONNX_NAME if quantize else f"{MODEL_NAME}-onnx"
+        self.file = onnx_model_file(self.path, Path(cache_dir or default_model_cache_dir()), quantize=quantize)
+        options = ort.SessionOptions()
+        # One thread per run, several runs at once (``encode``): data parallelism, no barriers.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.file), options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        log.info("onnx embedder %s from %s, %d parallel runs", self.name, self.file, self.workers)
+
+    def _hidden(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+
+class Bf16Embedder(_Batched):
+    """Text -> unit-length float32 vectors: the packaged model in torch, weights and activations
+    in bfloat16, for CPUs that multiply bfloat16 natively (AMX, AVX-512 BF16; ``native_bf16``).
+
+    Only the transformer runs in bfloat16; its hidden states are pooled and normalised in float32,
+    so the vectors sit at cosine ~0.9999 to the fp32 ones. Batches run data-parallel like the ONNX
+    path: each worker thread keeps torch to one intra-op thread (its own OpenMP setting, so the
+    caller's threads are untouched)."""
+
+    def __init__(self, model_path: str | None = None, batch_size: int = 8, *, threads: int | None = None) -> None:
+        quiet_offline_env()
+        import torch
+        from transformers import AutoModel
+
+        super().__init__(model_path, batch_size, threads)
+        self.name = BF16_NAME
+        self.model = AutoModel.from_pretrained(self.path, dtype=torch.bfloat16).eval()
+        log.info("bf16 embedder %s from %s, %d parallel runs", self.name, self.path, self.workers)
+
+    def _start_worker(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+    def _hidden(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                token_type_ids=torch.from_numpy(types),
+            ).last_hidden_state
+        return out.float().numpy()
 
 
 def _usable_cores() -> int:
@@ -323,9 +383,33 @@ def _mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
-def make_embedder(settings: Settings, *, progress: bool = False) -> Embedder | OnnxEmbedder:
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (Intel AMX, AVX-512 BF16: Sapphire Rapids,
+    Zen 4 and later). Elsewhere bfloat16 is emulated and slower than the int8 path."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> the fastest faithful path on this CPU: ``bf16`` where it is native, else ``onnx``."""
+    if backend == "auto":
+        return "bf16" if native_bf16() else "onnx"
+    return backend
+
+
+def make_embedder(settings: Settings, *, progress: bool = False) -> Embedder | OnnxEmbedder | Bf16Embedder:
     """The embedder ``settings.embed_backend`` names: every command that embeds takes it from here,
     so profile topics and papers always come from the same model (``progress``: torch's bar)."""
-    if settings.embed_backend == "onnx":
+    backend = resolve_backend(settings.embed_backend)
+    if backend == "onnx":
         return OnnxEmbedder(settings.model_path, cache_dir=settings.model_cache_dir)
+    if backend == "bf16":
+        return Bf16Embedder(settings.model_path)
     return Embedder(settings.model_path, settings.embed_batch_size, progress=progress)

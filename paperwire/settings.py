@@ -51,13 +51,16 @@ class Settings(BaseSettings):
 
     # Matching and mailing.
     embed_batch_size: int = 64
-    # onnx: all-MiniLM-L6-v2 on ONNX Runtime with int8 weights (consumers/fast_embed.py), 1.65x
-    # the papers/s of torch in the last benchmark, vectors at cosine 0.993 to it, and the same
-    # `paperwire eval` nDCG@10 (0.885 seed, 0.938 cs.CL): it keeps the relevance target, which is
-    # what issue 6 asks of the fast path before it becomes the default. torch: the same model in
-    # plain sentence-transformers fp32 (the reference; no export step).
+    # Which copy of all-MiniLM-L6-v2 embeds papers and topics (consumers/fast_embed.py). Each keeps
+    # the relevance target (`paperwire eval` nDCG@10 within 0.003 of fp32), which issue 6 asks of a
+    # fast path before it becomes the default:
+    #   bf16: torch with bfloat16 weights and activations; vectors at cosine 0.9999 to fp32. Fast
+    #         only where the CPU multiplies bfloat16 natively (AMX, AVX-512 BF16).
+    #   onnx: ONNX Runtime with int8 weights; vectors at cosine 0.995. Fast on any x86-64.
+    #   torch: plain sentence-transformers fp32, the reference.
+    #   auto: bf16 where it is native, else onnx.
     # Profiles must be re-synced after changing it (their stored vectors come from the model).
-    embed_backend: Literal["torch", "onnx"] = "onnx"
+    embed_backend: Literal["auto", "torch", "bf16", "onnx"] = "auto"
     # Where the onnx backend keeps its export of the model (~20 s to make, once per model digest).
     # Per user, not per state dir: every state dir, test and matcher replica on a machine shares it.
     model_cache_dir: Path = Field(default_factory=lambda: default_model_cache_dir())

@@ -5,10 +5,11 @@ test gets its own key prefix and deletes only its own keys. The Kafka-protocol b
 in-memory dev broker on a free port; each test gets fresh topic and group names. With CI=true a
 missing service fails the run; elsewhere it skips with the reason.
 
-The embedder is the default backend (ONNX int8; PAPERWIRE_EMBED_BACKEND=torch runs the suite on
-the fp32 model instead). Its export is made once per test session into one temporary model cache
-that every test, state dir and subprocess shares (PAPERWIRE_MODEL_CACHE_DIR, inherited); set that
-variable beforehand to reuse an existing cache instead.
+The embedder is the default backend (``auto``: torch bfloat16 on a CPU with native bfloat16, else
+ONNX int8; PAPERWIRE_EMBED_BACKEND=torch runs the suite on the fp32 model instead). The ONNX
+export is made once per test session into one temporary model cache that every test, state dir
+and subprocess shares (PAPERWIRE_MODEL_CACHE_DIR, inherited); set that variable beforehand to
+reuse an existing cache instead.
 """
 
 from __future__ import annotations

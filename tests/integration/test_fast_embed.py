@@ -1,5 +1,5 @@
-"""The ONNX int8 embedding path (the default backend) stays faithful to plain
-sentence-transformers fp32, and the setting still selects either.
+"""The fast embedding paths (ONNX int8, torch bfloat16; ``auto`` picks one by CPU) stay faithful
+to plain sentence-transformers fp32, and the setting selects each.
 
 Faithfulness only: no timing is asserted here (speed is ``make bench``'s business).
 """
@@ -78,12 +78,56 @@ def test_export_is_cached_and_reused(onnx_embedder, onnx_cache: Path) -> None:  
     assert not list(onnx_cache.rglob("*.tmp"))
 
 
-def test_onnx_is_the_default_backend(monkeypatch: pytest.MonkeyPatch, settings, onnx_cache: Path) -> None:  # noqa: ANN001
-    from consumers.fast_embed import ONNX_NAME, OnnxEmbedder, make_embedder
+@pytest.fixture(scope="session")
+def bf16_embedder():  # noqa: ANN201
+    from consumers.fast_embed import Bf16Embedder
+
+    return Bf16Embedder()
+
+
+def test_bf16_vectors_close_to_fp32_in_input_order(torch_embedder, bf16_embedder, abstracts) -> None:  # noqa: ANN001
+    # Correct on any CPU (where bfloat16 is not native it is emulated: slow, same numbers).
+    ref = torch_embedder.encode(abstracts)
+    fast = bf16_embedder.encode(abstracts)
+    assert fast.shape == ref.shape and fast.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)  # pooled in float32
+    cos = (ref * fast).sum(axis=1)
+    assert cos.min() >= 0.999, cos
+    assert bf16_embedder.name not in (torch_embedder.name, "")  # its own Redis cache
+    assert bf16_embedder.encode([]).shape == (0, 384)
+
+
+def test_bf16_parallel_runs_leave_the_callers_threads(abstracts) -> None:  # noqa: ANN001
+    import torch
+
+    from consumers.fast_embed import Bf16Embedder
+
+    before = torch.get_num_threads()
+    one = Bf16Embedder(batch_size=4, threads=1)
+    two = Bf16Embedder(batch_size=4, threads=2)
+    # Same batches, sequential or two at a time: every row lands in its own place, unchanged.
+    np.testing.assert_allclose(two.encode(abstracts), one.encode(abstracts), atol=1e-6)
+    assert torch.get_num_threads() == before  # workers set one thread for themselves only
+
+
+def test_auto_picks_by_cpu(monkeypatch: pytest.MonkeyPatch, settings) -> None:  # noqa: ANN001
+    from consumers import fast_embed
     from paperwire.settings import Settings
 
     monkeypatch.delenv("PAPERWIRE_EMBED_BACKEND", raising=False)
-    assert Settings(_env_file=None).embed_backend == "onnx"  # the default itself, not a .env's choice
+    assert Settings(_env_file=None).embed_backend == "auto"  # the default itself, not a .env's choice
+    monkeypatch.setattr(fast_embed, "native_bf16", lambda: True)
+    assert fast_embed.resolve_backend("auto") == "bf16"
+    monkeypatch.setattr(fast_embed, "native_bf16", lambda: False)
+    assert fast_embed.resolve_backend("auto") == "onnx"
+    assert fast_embed.resolve_backend("torch") == "torch"
+    monkeypatch.setenv("PAPERWIRE_EMBED_BACKEND", "bf16")
+    assert isinstance(fast_embed.make_embedder(Settings(_env_file=None)), fast_embed.Bf16Embedder)
+
+
+def test_onnx_backend_uses_the_shared_export(settings, onnx_cache: Path) -> None:  # noqa: ANN001
+    from consumers.fast_embed import ONNX_NAME, OnnxEmbedder, make_embedder
+
     fast = make_embedder(settings.model_copy(update={"embed_backend": "onnx"}))
     assert isinstance(fast, OnnxEmbedder)
     assert fast.name == ONNX_NAME
