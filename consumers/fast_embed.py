@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from consumers.embed import DIM, MODEL_NAME, Embedder, default_model_path, quiet_offline_env
+from paperwire.cpu import native_bf16
 from paperwire.settings import default_model_cache_dir
 
 if TYPE_CHECKING:
@@ -381,20 +382,6 @@ def _mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (Intel AMX, AVX-512 BF16: Sapphire Rapids,
-    Zen 4 and later). Elsewhere bfloat16 is emulated and slower than the int8 path."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def resolve_backend(backend: str) -> str:

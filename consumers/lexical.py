@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
@@ -52,16 +53,20 @@ def stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=1 << 18)
+def _token_terms(token: str) -> tuple[str, ...]:
+    """What one lowercased token contributes to ``terms``. Cached: a day of abstracts repeats a few
+    tens of thousands of distinct words hundreds of thousands of times."""
+    if token in STOPWORDS or token.isdigit() or len(token) < 2:
+        return ()
+    if "-" in token:  # "mixture-of-experts" also counts as "mixture" and "expert"
+        return (stem(token), *(stem(p) for p in token.split("-") if p not in STOPWORDS and len(p) > 1))
+    return (stem(token),)
+
+
 def terms(text: str) -> list[str]:
     """Content words of ``text``, lowercased and stemmed; hyphenated words also count by part."""
-    out: list[str] = []
-    for token in _WORD.findall(text.lower()):
-        if token in STOPWORDS or token.isdigit() or len(token) < 2:
-            continue
-        out.append(stem(token))
-        if "-" in token:  # "mixture-of-experts" also counts as "mixture" and "expert"
-            out.extend(stem(p) for p in token.split("-") if p not in STOPWORDS and len(p) > 1)
-    return out
+    return [t for token in _WORD.findall(text.lower()) for t in _token_terms(token)]
 
 
 @dataclass

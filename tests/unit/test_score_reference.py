@@ -135,11 +135,13 @@ def world(shared_dir):  # noqa: ANN001, ANN201
     return papers, pv, profiles, vectors, seeds, feedback
 
 
-def assert_same(got: list[Match], want: list[Match]) -> None:
+def assert_same(got: list[Match], want: list[Match], *, slack: float = 0.0) -> None:
+    """Same matches, reasons and scores; ``slack``: how far a cosine may be from float32's (the
+    bfloat16 first stage), and so a score by half as much."""
     assert [(m.user, m.topic, m.paper_id) for m in got] == [(m.user, m.topic, m.paper_id) for m in want]
     for g, w in zip(got, want, strict=True):
-        assert g.score == pytest.approx(w.score, abs=1e-4)
-        assert g.reasons.similarity == pytest.approx(w.reasons.similarity, abs=1e-4)
+        assert g.score == pytest.approx(w.score, abs=1e-4 + slack / 2)
+        assert g.reasons.similarity == pytest.approx(w.reasons.similarity, abs=1e-4 + slack)
         assert g.reasons.lexical == pytest.approx(w.reasons.lexical, abs=1e-4)
         assert g.reasons.feedback == pytest.approx(w.reasons.feedback, abs=1e-4)
         fields = ("keywords", "authors", "categories", "seed_paper", "topic")
@@ -149,7 +151,8 @@ def assert_same(got: list[Match], want: list[Match]) -> None:
 @pytest.mark.parametrize("counts", ["running", "batch"])
 @pytest.mark.parametrize("top", [None, 7])
 @pytest.mark.parametrize("runs", [1, 10**9], ids=["by-runs", "pair-by-pair"])
-def test_block_scorer_equals_judging_every_pair(world, counts, top, runs, monkeypatch):  # noqa: ANN001
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bfloat16"])
+def test_block_scorer_equals_judging_every_pair(world, counts, top, runs, bf16, monkeypatch):  # noqa: ANN001
     papers, pv, profiles, vectors, seeds, feedback = world
     if top is not None:  # every pair is judged: fewer papers keep the reference quick
         papers, pv = papers[:30], pv[:30]
@@ -160,9 +163,13 @@ def test_block_scorer_equals_judging_every_pair(world, counts, top, runs, monkey
     want = reference(profiles, vectors, papers, pv, freq=freq, seeds=seeds, feedback=feedback, top=top)
     monkeypatch.setattr(scoring, "_BLOCK_CELLS", 997)  # many small blocks: the seams must not show
     monkeypatch.setattr(scoring, "_RUN_MIN", runs)  # the bound for topics sharing words, or pair by pair
-    index = ProfileIndex(profiles, vectors, doc_freq=freq, seeds=seeds, feedback=feedback)
+    # bfloat16: the first stage of big indexes on CPUs with native bfloat16 (any CPU computes it
+    # right, most of them slowly). Which pairs match must not change; a cosine may move by slack.
+    index = ProfileIndex(profiles, vectors, doc_freq=freq, seeds=seeds, feedback=feedback, bf16=bf16)
     got = index.score(papers, pv, top=top)
-    assert_same(got, want)
+    assert_same(got, want, slack=scoring._BF16_ERR if bf16 and top is None else 0.0)
+    if bf16 and top is None:  # pairs near a threshold were recomputed exactly, and were needed
+        assert 0 < index.last_exact < index.last_candidates / 2
     if top is None:  # the data exercises every rule, and the bound skipped most pairs
         assert len(want) > 50
         assert any(m.reasons.keywords for m in want) and any(m.reasons.authors for m in want)
@@ -196,3 +203,33 @@ def test_exclude_vetoes_a_followed_author(world):  # noqa: ANN001
     other = [p for p in papers if author in p.authors and not re.search(rf"\b{word}", p.text, re.I)]
     got = index.score(other, pv[: len(other)])
     assert [m.reasons.authors for m in got] == [[author]] * len(other)
+
+
+def test_bfloat16_stage_decides_pairs_at_their_threshold_exactly(world) -> None:  # noqa: ANN001
+    """Thresholds set a hair (3e-5) above or below a pair's exact score: far closer than bfloat16
+    rounding (~1e-3), so only the exact recomputation decides them as float32 does."""
+    papers, pv, *_ = world
+    rng = np.random.default_rng(11)
+    n = 300
+    tv = pv[np.arange(n) % len(pv)] + rng.normal(scale=0.05, size=(n, 384)).astype(np.float32)
+    tv /= np.linalg.norm(tv, axis=1, keepdims=True)
+    exact = (pv[np.arange(n) % len(pv)] * tv).sum(axis=1)
+    # Words no paper has: the score is the dense half alone, 0.5 x cosine.
+    hair = np.where(np.arange(n) % 2 == 0, -3e-5, 3e-5)
+    profiles = [
+        Profile(
+            id=f"u{j}",
+            email=f"u{j}@example.org",
+            topics=[{"name": "T", "description": "qzxv wqpf", "min_score": float(0.5 * exact[j] + hair[j])}],
+        )
+        for j in range(n)
+    ]
+    vectors = {(f"u{j}", "T"): tv[j] for j in range(n)}
+    want = ProfileIndex(profiles, vectors, bf16=False).score(papers, pv)
+    index = ProfileIndex(profiles, vectors, bf16=True)
+    got = index.score(papers, pv)
+    assert_same(got, want, slack=scoring._BF16_ERR)
+    own = {(m.user, m.paper_id) for m in got}
+    for j in range(n):
+        assert ((f"u{j}", papers[j % len(papers)].id) in own) == (hair[j] < 0)
+    assert index.last_exact >= n
