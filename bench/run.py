@@ -59,7 +59,7 @@ def machine() -> dict:
     }
 
 
-def bench_embed(state: Path, reps: int = 3) -> tuple[dict, object, object]:
+def bench_embed(state: Path, reps: int = 5) -> tuple[dict, object, object]:
     """Plain sentence-transformers fp32 vs the default path (``auto``) on the 91 seed papers,
     interleaved; the ONNX int8 path too when it is not the default, for comparison."""
     from consumers.embed import Embedder
