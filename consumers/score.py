@@ -26,12 +26,11 @@ match: the results are those of judging every pair.
 
 On a CPU that multiplies bfloat16 natively (AMX, AVX-512 BF16) an index of 20k topics or more
 takes the dense products in bfloat16 (``bf16=``): about 3x the float32 rate on AMX, rounding
-each block of topics as it goes. Each such
-cosine is within a computed bound (``_bf16_slack``, ~0.008) of the float32 one; every test is
-widened by it, and the pairs whose outcome it could change (~1 % of candidates) are recomputed
-in float32 before they are judged. So which pairs match is exactly the float32 result; the
-cosine and score reported for a match may differ from float32's by the bound (in practice
-~0.001).
+each block of topics as it goes. Each such cosine is within a computed bound (``_bf16_slack``,
+~0.008) of the float32 one; every test is widened by it, and the pairs whose outcome it could
+change (~8 % of the candidates on the bench's data) are recomputed in float32 before they are
+judged. So which pairs match is exactly the float32 result; the cosine and score reported for a
+match may differ from float32's by the bound (in practice ~0.001).
 """
 
 from __future__ import annotations
@@ -454,8 +453,7 @@ class ProfileIndex:
                 keep = (best_case >= self.thresholds[jj]) | followed
                 ii, jj, sims, lex, adj = ii[keep], jj[keep], sims[keep], lex[keep], adj[keep]
             self.last_candidates += len(ii)
-            judged = self._judge(papers, vectors, s, ii, jj, sims, lex, adj, found, every=every, slack=slack)
-            parts.append(judged)
+            parts.append(self._judge(papers, vectors, s, ii, jj, sims, lex, adj, found, every=every, slack=slack))
         return Scored.concat(self, papers, vectors, parts)
 
     def _judge(
