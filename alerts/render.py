@@ -12,12 +12,14 @@ A digest joins those pieces with its reader's values, escaped as Jinja escapes t
 only the page around the cards. The output is the same bytes as rendering every card with the
 template (``tests/unit/test_render.py`` checks it).
 
-The MIME message (``to_mime``) is what the email package's ``set_content`` builds, with
-quoted-printable lines at RFC 2045's 76 characters, made without its per-line cost: the bodies
-are encoded from the pieces they were joined from (``Email.assembly``), so the lines of a page or a
-card are encoded once for all digests and a digest encodes only the lines holding its reader's
-values; headers that need no encoding are stored as text; ``MailMessage.as_bytes`` writes the
-bytes itself. The stdlib parser reads back exactly what was rendered (tested).
+The MIME message (``to_mime``) is what the email package's ``set_content`` builds, without its
+per-line cost. Bodies go as they are (7bit) when they can: the HTML is ASCII (render writes any
+other character as a numeric character reference, which every HTML reader decodes) and so is the
+plain text unless a paper's own text is not (the templates and shortened text use ASCII
+punctuation), so with lines within RFC 5322's 998 a digest needs no transfer encoding at all;
+anything else is quoted-printable at RFC 2045's 76, each distinct line encoded once. Headers that
+need no encoding are stored as text; ``MailMessage.as_bytes`` writes the bytes itself. The stdlib
+parser reads back exactly what was rendered (tested).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from email.message import EmailMessage
 from email.policy import SMTP, Policy
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache, partial
-from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -85,19 +86,8 @@ _env_text = Environment(
 )
 
 
-# A text as it was put together: pieces shared by every digest they are in (page and card
-# pieces, the same str objects each time) at even places, one reader's values at odd places.
+# A text as it is put together: the pieces of cached pages and cards, and a reader's values.
 Parts = list[str]
-
-
-class Assembly(NamedTuple):
-    """How render put an Email's bodies together: ``html`` and ``text`` are the very str objects
-    it put in the Email, joined from ``html_parts`` and ``text_parts``."""
-
-    html: str
-    text: str
-    html_parts: tuple[str, ...]
-    text_parts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -107,15 +97,12 @@ class Email:
     text: str
     paper_ids: list[str]
     headers: dict[str, str] = field(default_factory=dict)
-    # Set by render: to_mime then encodes the shared pieces' lines once for all digests. Used only
-    # while the Email still holds the very bodies it describes (not after dataclasses.replace).
-    assembly: Assembly | None = field(default=None, compare=False, repr=False)
 
 
 def one_line(value: str, limit: int = 200) -> str:
     """No CR, LF or other control characters; collapsed; cut at ``limit``."""
     text = " ".join(_CONTROL.sub(" ", value).split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def shorten(text: str, limit: int = ABSTRACT_CHARS) -> str:
@@ -123,7 +110,7 @@ def shorten(text: str, limit: int = ABSTRACT_CHARS) -> str:
     if len(text) <= limit:
         return text
     cut = text[:limit].rsplit(" ", 1)[0]
-    return cut.rstrip(",;:.") + " …"
+    return cut.rstrip(",;:.") + " ..."
 
 
 def _authors(names: list[str], limit: int = 6) -> str:
@@ -375,15 +362,20 @@ def render(
         "unsubscribe_url": unsubscribe_url or "",
     }
     html, text = _page(page, values, [t for t, _ in sections], [_card(m, updated, feedback) for m in shown_matches])
-    assembly = Assembly("".join(html), "".join(text), tuple(html), tuple(text))
     return Email(
         subject=subject,
-        html=assembly.html,
-        text=assembly.text,
+        html=ascii_html("".join(html)),
+        text="".join(text),
         paper_ids=[m.paper_id for m in shown_matches],
         headers=headers,
-        assembly=assembly,
     )
+
+
+def ascii_html(html: str) -> str:
+    """``html`` in ASCII: every other character as a numeric character reference (the same text to
+    any HTML reader, in text, attribute values and a title alike), so the body needs no transfer
+    encoding."""
+    return html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -549,33 +541,27 @@ def _new_boundary() -> str:
 
 
 # One boundary for the process's messages, so their Content-Type header is parsed and folded once
-# (``_header``). A boundary has to be unique within its message only, and this kind cannot occur
-# in a quoted-printable body at all (an "=" there is always followed by two hex digits or ends a
-# line); ``_boundary`` checks anyway.
+# (``_header``). A boundary has to be unique within its message only: a feed cannot guess this
+# random one, and ``_boundary`` checks anyway.
 _BOUNDARY = _new_boundary()
 
 
-def _boundary(*bodies: str) -> str:
+def _boundary(*bodies: tuple[str, str]) -> str:
     """A boundary that occurs in none of ``bodies`` (the generator only avoids whole lines, so this
     is at least as safe)."""
     boundary, n = _BOUNDARY, 0
-    while any("--" + boundary in body for body in bodies):
+    while any("--" + boundary in body for _, body in bodies):
         boundary, n = f"{_BOUNDARY}.{n}", n + 1
     return boundary
 
 
 def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: str) -> EmailMessage:
     """The message as ``EmailMessage.set_content`` + ``add_alternative`` build it (same headers,
-    same order, quoted-printable bodies, lines at 76), without their cost: the bodies are encoded
-    from the pieces render joined them from (``quoted_printable_parts``; an Email from elsewhere:
-    ``quoted_printable``), headers the email package would write out exactly as given are stored
-    as their text (``_set_header``), headers that repeat in every message are parsed once
-    (``_header``)."""
-    a = email.assembly
-    if a is not None and a.html is email.html and a.text is email.text:
-        text, html = _body(a.text, a.text_parts), _body(a.html, a.html_parts)
-    else:
-        text, html = quoted_printable(email.text), quoted_printable(email.html)
+    same order; each body 7bit if it is ASCII with lines within 998, else quoted-printable with
+    lines at 76: ``body_encoding``), without their cost: headers the email package would write out
+    exactly as given are stored as their text (``_set_header``), headers that repeat in every
+    message are parsed once (``_header``)."""
+    text, html = body_encoding(email.text), body_encoding(email.html)
     msg = MailMessage(policy=_SMTP_POLICY)
     # Headers every message carries alike are shared objects (``_header``), stored without the
     # checks msg[name] = value makes of a header it is given (set_raw: a new message has no others).
@@ -597,8 +583,8 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     # As the generator's set_boundary writes it.
     msg.set_raw("Content-Type", _header("Content-Type", f'multipart/alternative; boundary="{_boundary(text, html)}"'))
     # quoted-printable: 7-bit safe for any relay (no reliance on 8BITMIME), lines stay short.
-    msg.attach(_text_part("plain", text))
-    msg.attach(_text_part("html", html, mime_version=True))  # as add_alternative leaves it
+    msg.attach(_text_part("plain", *text))
+    msg.attach(_text_part("html", *html, mime_version=True))  # as add_alternative leaves it
     msg.policy = MAIL_POLICY  # headers fold when generated: from now on, at 998
     return msg
 
@@ -647,20 +633,26 @@ def _header(name: str, value: str) -> object:
 _FOLDED: dict[int, tuple[object, bytes]] = {}
 
 
-def _text_part(subtype: str, payload: str, *, mime_version: bool = False) -> EmailMessage:
-    """A text part whose ``payload`` is already quoted-printable."""
+def _text_part(subtype: str, cte: str, payload: str, *, mime_version: bool = False) -> EmailMessage:
+    """A text part whose ``payload`` is already in its transfer encoding ``cte``."""
     part = EmailMessage(policy=_SMTP_POLICY)
     part.set_raw("Content-Type", _header("Content-Type", f'text/{subtype}; charset="utf-8"'))
-    part.set_raw("Content-Transfer-Encoding", _header("Content-Transfer-Encoding", "quoted-printable"))
+    part.set_raw("Content-Transfer-Encoding", _header("Content-Transfer-Encoding", cte))
     if mime_version:
         part.set_raw("MIME-Version", _header("MIME-Version", "1.0"))
     part.set_payload(payload)
     return part
 
 
-def _body(text: str, parts: tuple[str, ...]) -> str:
-    """``quoted_printable(text)``, from the Parts ``text`` was joined from."""
-    return quoted_printable_parts(parts) if "\r" not in text else quoted_printable(text)
+def body_encoding(text: str) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, payload with ``\\n`` line ends) of a text part holding ``text``:
+    "7bit" and the text as it is if it is ASCII with no line over RFC 5322's 998 characters,
+    otherwise "quoted-printable". The payload ends with a line end, as set_content's does."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii() and max(map(len, text.split("\n"))) <= MAIL_POLICY.max_line_length:
+        return "7bit", text if text.endswith("\n") else text + "\n"
+    return "quoted-printable", quoted_printable(text)
 
 
 # RFC 2045 6.7 (5): quoted-printable lines are at most 76 characters long. (set_content would cut
@@ -672,8 +664,7 @@ def quoted_printable(text: str, width: int = QP_WIDTH) -> str:
     """``text`` as UTF-8 quoted-printable with ``\\n`` line ends, lines at most ``width`` long: the
     same string as ``email.quoprimime.body_encode`` returns for what ``set_content`` gives it.
     Each line is encoded on its own, as body_encode does, and each distinct line once (most lines
-    of a text from render repeat in other digests; render's own Emails take the faster
-    ``quoted_printable_parts``)."""
+    of a text from render repeat in other digests)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
@@ -685,79 +676,6 @@ def quoted_printable(text: str, width: int = QP_WIDTH) -> str:
         if encoded is None:
             out[k] = cache.get(lines[k])
     return "\n".join(out) + "\n"
-
-
-def quoted_printable_parts(parts: tuple[str, ...] | Parts) -> str:
-    """``quoted_printable("".join(parts))`` (``parts``: Parts without a CR) at ``QP_WIDTH``, without
-    going over every line of every digest: a shared piece is quoted, and its whole lines encoded,
-    once for all the digests it is in (``_Piece``). A digest quotes its values and cuts only the
-    lines they are on (~120, most with signed links), each from where its shared start stops
-    being cut the same way in every digest; a line where two shared pieces meet comes from the
-    line cache."""
-    cache = _FITTED
-    out: list[str] = []
-    done = ""  # the start of the line being put together, already cut into lines
-    line: list[str] = []  # the rest of it, quoted, as far as the parts have got
-    own = False  # whether it holds a value of the reader's: then it is cut here, not looked up
-    for k, text in enumerate(parts):
-        if k % 2:  # a value
-            if not text:
-                continue
-            own = True
-            if "\n" not in text:
-                line.append(_quote(text))
-                continue
-            piece = _Piece(text)
-        else:
-            piece = _PIECES.get(text) or _piece(text)
-            if piece.lines is None:  # no line end: it all continues the line
-                line.append(piece.first)
-                continue
-        line.append(piece.first)
-        rest = "".join(line)
-        out += (done, _fit(rest, QP_WIDTH) if own else cache.get(rest), piece.lines)
-        done, line = piece.cut, [piece.rest]
-        own = bool(k % 2) and bool(piece.cut or piece.rest)
-    rest = "".join(line)
-    if done or rest:  # the text does not end with a line end
-        out += (done, _fit(rest, QP_WIDTH) if own else cache.get(rest), "\n")
-    return "".join(out) or "\n"  # as quoted_printable("")
-
-
-class _Piece:
-    """A text with or without line ends, quoted, for ``quoted_printable_parts``. ``first``: what
-    comes before its first line end (all of it when it has none; then ``lines`` is None).
-    ``lines``: that line end and the whole lines after it, encoded, each with its line end. What
-    comes after its last line end starts a line: ``cut`` is as much of that line as is cut into
-    lines whatever follows it (those lines, each with its soft break and line end), ``rest`` the
-    part left to cut with what follows."""
-
-    __slots__ = ("first", "lines", "cut", "rest")
-
-    def __init__(self, text: str) -> None:
-        first, sep, rest = text.partition("\n")
-        self.first = _quote(first)
-        self.lines: str | None = None
-        self.cut = self.rest = ""
-        if sep:
-            *whole, last = rest.split("\n")
-            self.lines = "\n" + "".join(_qp_line(line, QP_WIDTH) + "\n" for line in whole)
-            quoted = _quote(last)
-            cut, start = _soft_breaks(quoted, QP_WIDTH)
-            self.cut, self.rest = "".join(line + "\n" for line in cut), quoted[start:]
-
-
-def _piece(text: str) -> _Piece:
-    if len(_PIECES) >= _PIECES_MAX:
-        _PIECES.clear()  # past a week's pages and cards: start again rather than track recency
-    piece = _PIECES[text] = _Piece(text)
-    return piece
-
-
-# Shared pieces (Parts' even places) as _Piece, by their text: every piece of the cached pages and
-# cards (_PAGES, _CARDS) once a digest has used it.
-_PIECES: dict[str, _Piece] = {}
-_PIECES_MAX = 100_000
 
 
 class _Recent:
@@ -794,9 +712,6 @@ def _line_cache(width: int) -> _Recent:
 # Encoded lines by line, per width. A day's cards hold some tens of thousands of distinct lines.
 _QP_LINES: dict[int, _Recent] = {}
 _QP_LINES_MAX = 40_000
-
-# Quoted lines where two shared pieces meet as _fit cuts them, for quoted_printable_parts.
-_FITTED = _Recent(lambda line: _fit(line, QP_WIDTH), 20_000)
 
 # Bytes quoted-printable carries as they are ("=" is not one of them: it starts a quote).
 _QP_SAFE = bytes([9, 10, *range(32, 61), *range(62, 127)])

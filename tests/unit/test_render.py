@@ -133,7 +133,30 @@ def test_wire_form_keeps_the_unsubscribe_url_whole_and_body_lines_short():
     raw = to_mime(out, sender="paperwire <a@paperwire.localhost>", recipient="u@example.org", now=NOW, user="u")
     head, _, body = raw.as_bytes().partition(b"\r\n\r\n")
     assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in head + b"\r\n"  # not RFC 2047 encoded words
-    assert max(len(line) for line in body.split(b"\r\n")) <= 78  # quoted-printable, 7-bit safe
+    assert body.isascii() and max(len(line) for line in body.split(b"\r\n")) <= 998  # RFC 5322 2.1.1
+    assert body.count(b"Content-Transfer-Encoding: 7bit\r\n") == 2  # both bodies go as they are
+
+
+def test_bodies_go_as_they_are_when_they_can_and_quoted_printable_otherwise():
+    from alerts.render import ascii_html, body_encoding
+
+    assert ascii_html('<p title="Été">naïve “x”</p>') == '<p title="&#201;t&#233;">na&#239;ve &#8220;x&#8221;</p>'
+    assert body_encoding("a\nb") == ("7bit", "a\nb\n") and body_encoding("a\r\nb\rc\n") == ("7bit", "a\nb\nc\n")
+    assert body_encoding("x" * 998) == ("7bit", "x" * 998 + "\n")
+    for text in ("x" * 999, "café\n", "a\n" + "é" * 10):
+        cte, payload = body_encoding(text)
+        assert cte == "quoted-printable" and max(len(line) for line in payload.split("\n")) <= 76
+        assert payload.isascii()
+    # A paper whose text is not ASCII: the HTML says it with character references, the text part
+    # is quoted-printable; both read back as rendered.
+    out = render(PROFILE, [match("2611.00001", "Über Graphen — naïve", 0.9)], kind="daily", now=NOW)
+    assert "&#220;ber Graphen &#8212; na&#239;ve" in out.html and out.html.isascii()
+    assert "Über Graphen — naïve" in out.text
+    raw = to_mime(out, sender="a@paperwire.localhost", recipient="u@example.org", now=NOW, user="u").as_bytes()
+    text, html = email.message_from_bytes(raw, policy=email.policy.default).iter_parts()
+    assert (text["Content-Transfer-Encoding"], html["Content-Transfer-Encoding"]) == ("quoted-printable", "7bit")
+    assert text.get_content().replace("\r\n", "\n") == out.text  # a body always ends with a line end
+    assert html.get_content().replace("\r\n", "\n") == out.html + "\n"
 
 
 def test_more_and_less_links_per_paper_and_topic():
@@ -214,36 +237,6 @@ def test_cached_cards_and_pages_match_the_templates_rendered_for_each_reader(mon
     assert sum(len(e.paper_ids) for e in straight) > 300
     assert any("UPDATED v" in e.html for e in straight) and any("f/more/" in e.html for e in straight)
     assert fast == straight and again == straight
-    for e in fast + again:  # the Parts they were put together from: shared pieces, then values
-        a = e.assembly
-        assert a.html is e.html and a.text is e.text
-        assert "".join(a.html_parts) == e.html and "".join(a.text_parts) == e.text
-        assert all(type(part) is str for part in a.html_parts + a.text_parts)
-
-
-def test_bodies_encoded_from_parts_are_the_whole_bodies_encoded():
-    """to_mime encodes a body from the Parts render put it together from, each shared piece's
-    lines once for all digests: the same string as encoding the whole body, for any split of a
-    text into parts (line ends inside pieces, values, at their edges; values empty or not; long
-    lines cut across pieces)."""
-    import random
-
-    import alerts.render as rendering
-
-    for profile, matches, kwargs in _day_of_digests(seed=11):
-        out = rendering.render(profile, matches, **kwargs)
-        for parts, whole in ((out.assembly.html_parts, out.html), (out.assembly.text_parts, out.text)):
-            assert rendering.quoted_printable_parts(parts) == rendering.quoted_printable(whole)
-    rng = random.Random(12)
-    # Long runs: a shared piece's last line is cut ahead (soft breaks near an "=XX", or not).
-    alphabet = ["\n", "\n\n", " ", "\t", "=", "é", "x" * 40, "x" * 73, "x" * 150, "abc", "<a href=\"x\">"]
-    for _ in range(6000):
-        parts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(rng.randrange(1, 9))]
-        if len(parts) % 2 == 0:
-            parts.append("")
-        got = rendering.quoted_printable_parts(parts)
-        assert got == rendering.quoted_printable("".join(parts)), parts
-        assert rendering.quoted_printable_parts(parts) == got  # again, from the cached pieces
 
 
 def test_a_marker_in_a_feed_link_cannot_stand_in_for_a_readers_value():
@@ -258,9 +251,9 @@ def test_a_marker_in_a_feed_link_cannot_stand_in_for_a_readers_value():
 
 
 def _to_mime_with_set_content(out, *, sender: str, recipient: str, now: datetime, user: str):  # noqa: ANN001, ANN202
-    """What to_mime built before it was made fast: the email package's own content manager, with
-    quoted-printable lines at RFC 2045's 76 characters (set_content cuts them at the policy's
-    max_line_length, 78 under email.policy.SMTP; to_mime keeps to the RFC)."""
+    """What to_mime builds, made by the email package's own content manager: each body 7bit if it
+    is ASCII with lines within RFC 5322's 998, else quoted-printable with lines at RFC 2045's 76
+    (set_content cuts them at the policy's max_line_length, 78 under email.policy.SMTP)."""
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
 
@@ -276,8 +269,12 @@ def _to_mime_with_set_content(out, *, sender: str, recipient: str, now: datetime
     msg["X-Paperwire-Papers"] = " ".join(out.paper_ids)
     for name, value in out.headers.items():
         msg[name] = value
-    msg.set_content(out.text, cte="quoted-printable")
-    msg.add_alternative(out.html, subtype="html", cte="quoted-printable")
+    def cte(body: str) -> str:
+        short = all(len(line) <= 998 for line in body.splitlines())
+        return "7bit" if body.isascii() and short else "quoted-printable"
+
+    msg.set_content(out.text, cte=cte(out.text))
+    msg.add_alternative(out.html, subtype="html", cte=cte(out.html))
     msg.policy = MAIL_POLICY
     return msg
 
@@ -350,14 +347,17 @@ def test_the_email_package_reads_back_exactly_what_was_rendered():
             parts = list(parsed.iter_parts())
             assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
             for part, body in zip(parts, (out.text, out.html), strict=True):
-                assert part["Content-Transfer-Encoding"] == "quoted-printable" and part.get_content_charset() == "utf-8"
+                cte = "7bit" if body.isascii() else "quoted-printable"  # render keeps lines short
+                assert part["Content-Transfer-Encoding"] == cte and part.get_content_charset() == "utf-8"
+                lines = part.as_bytes().partition(b"\n\n")[2].splitlines()
+                assert max(len(line) for line in lines) <= (998 if cte == "7bit" else 76)  # RFC 5322, RFC 2045
                 wire = (b"\n".join(body.encode("utf-8").splitlines()) + b"\n").decode("utf-8")
                 assert part.get_content().replace("\r\n", "\n") == wire
                 assert not part.defects
             head, _, body = raw.partition(b"\r\n\r\n")
             assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
             assert max(len(line) for line in head.split(b"\r\n")) <= 998
-            assert max(len(line) for line in body.split(b"\r\n")) <= 76  # RFC 2045 6.7 (5)
+            assert max(len(line) for line in body.split(b"\r\n")) <= 998
             assert raw.isascii()
 
 
@@ -413,17 +413,3 @@ def test_the_fast_writer_is_the_generator_for_other_line_ends_and_shapes():
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
     msg.set_type("multipart/mixed")
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
-
-
-def test_an_email_changed_after_render_is_encoded_from_its_own_bodies():
-    """to_mime encodes from render's Assembly only while the Email holds the very bodies it
-    describes: a copy with another body (dataclasses.replace) gets that body, whole."""
-    import dataclasses
-
-    out = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW)
-    changed = dataclasses.replace(out, html="<p>replaced</p>", text="replaced\r\nas a whole\n")
-    assert changed.assembly is out.assembly  # carried over, but no longer describes the bodies
-    msg = to_mime(changed, sender="a@paperwire.localhost", recipient="u@example.org", now=NOW, user="u")
-    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
-    text, html = (p.get_content().replace("\r\n", "\n") for p in parsed.iter_parts())
-    assert (text, html) == ("replaced\nas a whole\n", "<p>replaced</p>\n")
