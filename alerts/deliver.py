@@ -145,9 +145,7 @@ def deliver(
             now=now,
             unsubscribe_url=tokens.unsubscribe_url(settings, user, now=now),
             updated=frozenset(fresh.updated),
-            feedback=lambda action, paper, topic, user=user: tokens.feedback_url(
-                settings, user, action, paper, topic, now=now
-            ),
+            feedback=tokens.feedback_links(settings, user, now=now),
         )
         msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=user)
         out.previews.append((str(profile.email), email.subject))

@@ -61,9 +61,7 @@ def write(
             kind=profile.delivery.mode,
             now=now,
             unsubscribe_url=tokens.unsubscribe_url(settings, profile.id, now=now),
-            feedback=lambda action, paper, topic, user=profile.id: tokens.feedback_url(
-                settings, user, action, paper, topic, now=now
-            ),
+            feedback=tokens.feedback_links(settings, profile.id, now=now),
         )
         msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=profile.id)
         eml = out_dir / f"{profile.id}.eml"

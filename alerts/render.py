@@ -650,9 +650,21 @@ def body_encoding(text: str) -> tuple[str, str]:
     otherwise "quoted-printable". The payload ends with a line end, as set_content's does."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if text.isascii() and max(map(len, text.split("\n"))) <= MAIL_POLICY.max_line_length:
+    if text.isascii() and _lines_within(text, MAIL_POLICY.max_line_length):
         return "7bit", text if text.endswith("\n") else text + "\n"
     return "quoted-printable", quoted_printable(text)
+
+
+def _lines_within(text: str, width: int) -> bool:
+    """Whether no line of ``text`` is longer than ``width``: every ``width + 1`` characters from a
+    line's start hold a line end. One search per ``width`` characters, not one per line."""
+    start, rfind = 0, text.rfind
+    while len(text) - start > width:
+        end = rfind("\n", start, start + width + 1)
+        if end < 0:
+            return False
+        start = end + 1
+    return True
 
 
 # RFC 2045 6.7 (5): quoted-printable lines are at most 76 characters long. (set_content would cut

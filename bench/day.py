@@ -31,6 +31,7 @@ import resource
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,20 +42,42 @@ from bench.match import build
 
 log = logging.getLogger("bench.day")
 
-# (score, paper index, topic, similarity, keywords, followed authors): what a digest shows of a match.
-Hit = tuple[float, int, str, float, tuple[str, ...], tuple[str, ...]]
+@dataclass
+class Kept:
+    """What each reader's digest shows of the day's matches, as arrays: reader ``u``'s rows are
+    ``start[u]:start[u + 1]``, in the digest's order. ``topic`` is the topic's place in the
+    reader's profile; ``keywords[words[k]]`` and ``authors.get(k, ())`` are row k's reasons."""
+
+    start: np.ndarray
+    paper: np.ndarray
+    topic: np.ndarray
+    score: np.ndarray
+    similarity: np.ndarray
+    words: np.ndarray
+    keywords: list[list[str]]
+    authors: dict[int, list[str]]
+
+    def readers(self) -> np.ndarray:
+        return np.flatnonzero(np.diff(self.start))
+
+    def __len__(self) -> int:
+        return int(self.start[-1])
 
 
-def digests(parts: list, user_of_row: np.ndarray, max_papers: np.ndarray, paper_ids: list[str]) -> dict[int, list[Hit]]:
+def digests(parts: list, user_of_row: np.ndarray, topic_of_row: np.ndarray, max_papers: np.ndarray,
+            paper_ids: list[str]) -> Kept:  # fmt: skip
     """What each reader's digest shows of the day's matches (``Scored`` columns, one per batch):
     each paper once, under its best topic, the reader's ``max_papers`` best in
     ``alerts.render.select``'s order (arXiv papers carry no upvotes, so paper id breaks ties).
-    Sorted as arrays: millions of matches, a Python object only for those a digest shows."""
+    All as arrays: millions of matches, and no Python object per match until a digest is
+    rendered (``_render_shard``, in the rendering processes)."""
     id_rank = np.empty(len(paper_ids), np.int64)
     id_rank[np.argsort(np.array(paper_ids))] = np.arange(len(paper_ids))
-    cols = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("paper", "topic", "score")}
-    part = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
-    row = np.concatenate([np.arange(len(p)) for p in parts])
+    cols = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("paper", "topic", "score", "similarity")}
+    word_base = np.cumsum([0] + [len(p.keywords) for p in parts[:-1]])
+    words = np.concatenate([p.words + b for p, b in zip(parts, word_base, strict=True)])
+    row_base = np.cumsum([0] + [len(p) for p in parts[:-1]])
+    authors = {int(b) + r: a for p, b in zip(parts, row_base, strict=True) for r, a in p.authors.items()}
     user = user_of_row[cols["topic"]]
     order = np.lexsort((id_rank[cols["paper"]], -np.round(cols["score"], 4), user))
     # Each (reader, paper) once: its first row in that order is its best topic.
@@ -64,15 +87,17 @@ def digests(parts: list, user_of_row: np.ndarray, max_papers: np.ndarray, paper_
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
     place = np.arange(len(u)) - np.repeat(starts, np.diff(np.r_[starts, len(u)]))
     order = order[place < max_papers[u]]
-    out: dict[int, list[Hit]] = {}
-    for k in order.tolist():
-        p, r = parts[part[k]], int(row[k])
-        rule = p.index.rules[int(p.topic[r])]
-        w = int(p.words[r])
-        hit = (round(float(p.score[r]), 4), int(p.paper[r]), rule.topic.name, round(float(p.similarity[r]), 4),
-               tuple(p.keywords[w]), tuple(p.authors.get(r, ())))
-        out.setdefault(int(user[k]), []).append(hit)
-    return out
+    start = np.searchsorted(user[order], np.arange(len(max_papers) + 1))
+    return Kept(
+        start=start,
+        paper=cols["paper"][order],
+        topic=topic_of_row[cols["topic"][order]],
+        score=cols["score"][order],
+        similarity=cols["similarity"][order].astype(np.float64),
+        words=words[order],
+        keywords=[k for p in parts for k in p.keywords],
+        authors={n: authors[int(k)] for n, k in enumerate(order.tolist()) if int(k) in authors} if authors else {},
+    )
 
 
 _RENDER: tuple = ()
@@ -80,8 +105,8 @@ _RENDER: tuple = ()
 
 def _render_shard(shard: int, shards: int) -> tuple[int, int, float]:
     """Render the digests of the readers in ``shard`` (``alerts.deliver.shard_of``, as the
-    send_digests DAG splits them with PAPERWIRE_DIGEST_SHARDS): signed links, MIME, bytes.
-    Returns (digests, bytes, GiB this process made private)."""
+    send_digests DAG splits them with PAPERWIRE_DIGEST_SHARDS): their matches as send_digests
+    reads them, signed links, MIME, bytes. Returns (digests, bytes, GiB this process made private)."""
     from alerts.deliver import shard_of
     from alerts.render import render, to_mime
     from paperwire import tokens
@@ -94,27 +119,24 @@ def _render_shard(shard: int, shards: int) -> tuple[int, int, float]:
         user = profile.id
         if shards > 1 and shard_of(user, shards) != shard:
             continue
-        matches = [
-            Match(
-                user=user,
-                topic=topic,
-                paper_id=got[i].id,
-                score=score,
-                version=got[i].version,
-                paper=got[i],
-                reasons=Reasons(topic=topic, similarity=sim, keywords=list(keywords), authors=list(authors)),
-            )
-            for score, i, topic, sim, keywords, authors in kept[u]
-        ]
+        a, b = int(kept.start[u]), int(kept.start[u + 1])
+        matches = []
+        rows = zip(*(c[a:b].tolist() for c in (kept.paper, kept.topic, kept.score, kept.similarity, kept.words)),
+                   strict=True)
+        for n, (i, t, score, sim, w) in enumerate(rows, a):
+            topic = profile.topics[t].name
+            reasons = Reasons(topic=topic, similarity=round(sim, 4), keywords=list(kept.keywords[w]),
+                              authors=list(kept.authors.get(n, ())))  # fmt: skip
+            paper = got[i]
+            matches.append(Match(user=user, topic=topic, paper_id=paper.id, score=round(score, 4),
+                                 version=paper.version, paper=paper, reasons=reasons))  # fmt: skip
         email = render(
             profile,
             matches,
             kind="daily",
             now=now,
             unsubscribe_url=tokens.unsubscribe_url(settings, user, now=now),
-            feedback=lambda action, paper, topic, user=user: tokens.feedback_url(
-                settings, user, action, paper, topic, now=now
-            ),
+            feedback=tokens.feedback_links(settings, user, now=now),
         )
         msg = to_mime(email, sender=settings.mail_from, recipient=str(profile.email), now=now, user=user)
         total_bytes += len(msg.as_bytes())
@@ -187,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     del corpus
     index = ProfileIndex(profiles, vectors, doc_freq=freq)
     del vectors
+    # Each row of the index: its reader (a place in ``profiles``) and the topic's place in that profile.
     user_of_row = np.array([k for k, p in enumerate(profiles) if p.enabled for _ in p.topics], np.int64)[index.position]
+    topic_of_row = np.array([t for p in profiles if p.enabled for t in range(len(p.topics))], np.int64)[index.position]
     max_papers = np.array([p.delivery.max_papers for p in profiles], np.int64)
     setup_s = time.perf_counter() - t0
     setup_peak = peak_gib()
@@ -234,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             scored.paper += s
             parts.append(scored)
         hits = sum(len(p) for p in parts)
-        kept = digests(parts, user_of_row, max_papers, paper_ids)
+        kept = digests(parts, user_of_row, topic_of_row, max_papers, paper_ids)
+        readers = kept.readers()
         stages["match"] = time.perf_counter() - t
-        log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(kept), peak_gib())
+        log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(readers), peak_gib())
         # Rendering needs the readers and what their digests show, not the index or the columns.
         n_topics = len(index)
         del parts, scored, index
@@ -245,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         rendering_only = _reset_peak()  # from here on VmHWM is the parent's peak while rendering
 
         t = time.perf_counter()
-        users = list(kept)[: args.render_sample or None]
+        users = readers[: args.render_sample or None].tolist()
         global _RENDER
         _RENDER = (settings, profiles, kept, got, users, datetime.now(UTC))
         if args.render_procs == 1:
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         render_s = time.perf_counter() - t
         rendered = sum(n for n, _, _ in shards)
         total_bytes = sum(b for _, b, _ in shards)
-        stages["render"] = render_s * len(kept) / max(rendered, 1)  # the same unless --render-sample
+        stages["render"] = render_s * len(readers) / max(rendered, 1)  # the same unless --render-sample
         wall = time.perf_counter() - start - render_s + stages["render"]
         # The workers share the parent's pages until they write to them: while they render, the
         # day holds at most the parent's peak (its own rendering included) plus what each worker
@@ -288,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
                 "day_papers": len(got),
                 "day_profiles": len(profiles),
                 "day_topics": n_topics,
-                "day_digests": len(kept),
+                "day_digests": len(readers),
                 "day_hits": hits,
                 "day_digests_rendered": rendered,
-                "day_render_extrapolated": rendered < len(kept),
+                "day_render_extrapolated": rendered < len(readers),
                 "day_render_ms_per_digest": round(render_s / max(rendered, 1) * 1000 * args.render_procs, 3),
                 "day_digest_kib_mean": round(total_bytes / max(rendered, 1) / 1024, 1),
                 "day_embed_backend": emb.name,

@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -174,3 +175,27 @@ def feedback_url(
     """``/f/more/TOKEN`` or ``/f/less/TOKEN``: one paper under one topic, for ``paperwire web``."""
     token = sign(settings, user, action, paper=paper, topic=topic, ttl=FEEDBACK_TTL, now=now)
     return f"{settings.public_url.rstrip('/')}/f/{action}/{token}"
+
+
+def feedback_links(settings: Settings, user: str, *, now: datetime | None = None) -> Callable[[str, str, str], str]:
+    """``feedback_url`` for one reader at one time, as a function of (action, paper, topic): what
+    all of a digest's ~40 links share (key, expiry, the user's claim, the base URL) is worked out
+    once, so each link costs little more than its HMAC."""
+    key = _keyed(_secret(settings))
+    expires = int(((now or datetime.now(UTC)) + FEEDBACK_TTL).timestamp())
+    base = f"{settings.public_url.rstrip('/')}/f/"
+    user_claim = f',"u":{_json_str(user)}}}'
+
+    def link(action: str, paper: str, topic: str) -> str:
+        if action not in _FEEDBACK:
+            raise ValueError(f"unknown feedback action {action!r}")
+        claims = f'{{"a":"{action}","e":{expires},"p":{_json_str(paper)},"t":{_json_str(topic)}{user_claim}'
+        body = claims.encode("ascii")
+        mac = key.copy()
+        mac.update(body)
+        return f"{base}{action}/{(_b64(body) + b'.' + _b64(mac.digest())).decode('ascii')}"
+
+    return link
+
+
+_FEEDBACK = frozenset({"more", "less"})

@@ -138,11 +138,18 @@ def test_wire_form_keeps_the_unsubscribe_url_whole_and_body_lines_short():
 
 
 def test_bodies_go_as_they_are_when_they_can_and_quoted_printable_otherwise():
+    import random
+
     from alerts.render import ascii_html, body_encoding
 
     assert ascii_html('<p title="Été">naïve “x”</p>') == '<p title="&#201;t&#233;">na&#239;ve &#8220;x&#8221;</p>'
     assert body_encoding("a\nb") == ("7bit", "a\nb\n") and body_encoding("a\r\nb\rc\n") == ("7bit", "a\nb\nc\n")
     assert body_encoding("x" * 998) == ("7bit", "x" * 998 + "\n")
+    rng = random.Random(3)
+    for _ in range(5000):  # the line-length test against the obvious one, lines around the limit
+        text = "".join(rng.choice(["\n", "é", "x" * rng.randrange(0, 1200), "y" * 998, "z" * 999]) for _ in range(6))
+        within = max(len(line) for line in text.replace("\r", "").split("\n")) <= 998
+        assert body_encoding(text)[0] == ("7bit" if within and text.isascii() else "quoted-printable"), repr(text)
     for text in ("x" * 999, "café\n", "a\n" + "é" * 10):
         cte, payload = body_encoding(text)
         assert cte == "quoted-printable" and max(len(line) for line in payload.split("\n")) <= 76

@@ -8,7 +8,7 @@ import pytest
 
 from paperwire.errors import ConfigError
 from paperwire.settings import Settings
-from paperwire.tokens import InvalidToken, sign, unsubscribe_url, verify
+from paperwire.tokens import InvalidToken, feedback_links, feedback_url, sign, unsubscribe_url, verify
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 PUBLIC = Settings(public_url="https://alerts.example.org", secret_key="k" * 40)
@@ -95,6 +95,13 @@ def test_tokens_are_the_reference_json_and_hmac_byte_for_byte():
                     assert token == reference(PUBLIC, user, action, paper, topic, expires)
                     claims = verify(PUBLIC, token, action=action, user=user, now=NOW)
                     assert (claims.paper, claims.topic) == (paper, topic)
+        links = feedback_links(PUBLIC, user, now=NOW)  # a digest's links: the same URLs
+        for paper in texts[:4]:
+            for topic in texts:
+                for action in ("more", "less"):
+                    assert links(action, paper, topic) == feedback_url(PUBLIC, user, action, paper, topic, now=NOW)
+    with pytest.raises(ValueError, match="unknown feedback action"):
+        feedback_links(PUBLIC, "ada", now=NOW)("unsubscribe", "p", "t")
 
 
 def test_the_signing_key_follows_the_settings_it_is_given():
