@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import data
-from bench.match import build
+from bench.match import build, settle
 
 log = logging.getLogger("bench.day")
 
@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     user_of_row = np.array([k for k, p in enumerate(profiles) if p.enabled for _ in p.topics], np.int64)[index.position]
     topic_of_row = np.array([t for p in profiles if p.enabled for t in range(len(p.topics))], np.int64)[index.position]
     max_papers = np.array([p.delivery.max_papers for p in profiles], np.int64)
+    settle()  # as the matcher does once it has loaded the profiles
     setup_s = time.perf_counter() - t0
     setup_peak = peak_gib()
     log.info("setup %.1fs: %d topics, peak %.2f GiB", setup_s, len(index), setup_peak)

@@ -75,6 +75,10 @@ _MARGIN = 1e-4
 # The bfloat16 first stage (``ProfileIndex(bf16=...)``): used by default where the CPU multiplies
 # bfloat16 natively and the index has at least this many topics (below it, float32 is quick anyway).
 _BF16_MIN_ROWS = 20_000
+# Rows at a time where a whole matrix in float32 would be GBs more at 500k topics.
+_SLICE = 1 << 16
+# Pairs recomputed exactly per run (``ProfileIndex._exact``): 4096 x 2 rows of 1.5 KB, in cache.
+_EXACT_RUN = 4096
 # How far a bfloat16 product can be from the exact cosine, per unit of |paper| x |topic|: both
 # inputs rounded to 8 significant bits (relative error 2^-8 each), the float32 sum of 384 terms
 # (< 2^-12), and the product rounded to bfloat16 on the way out (2^-8 of a result at most 1).
@@ -257,12 +261,27 @@ class ProfileIndex:
         self._min_scores = np.array(min_scores)[order]  # the judge compares in float64, like the scores it computes
         self.thresholds = self._min_scores.astype(np.float32)
         dim = len(next(iter(vectors.values()))) if vectors else 384
-        self.matrix = np.zeros((len(self.rules), dim), np.float32)
+        if bf16 is None:
+            bf16 = len(self.rules) >= _BF16_MIN_ROWS and native_bf16()
+        # The first stage in bfloat16 (``_bounded``): the topics' vectors are then kept as the two
+        # 16-bit halves of each float32 (``_split``). The high halves, rounded, are the bfloat16
+        # matrix the products take; with the low halves they give back float32 exactly (``_join``)
+        # for the pairs recomputed. The memory of float32, and nothing to round per call.
+        self.bf16 = bool(bf16 and len(self.rules))
+        rows = [vectors[(user, topic.name)] for user, topic in self.rules]
+        self._matrix: np.ndarray | None = None
+        if self.bf16:
+            self._hi = np.empty((len(rows), dim), np.uint16)
+            self._lo = np.empty((len(rows), dim), np.uint16)
+            for a in range(0, len(rows), _SLICE):  # a slice at a time: no float32 copy of it all
+                self._hi[a : a + _SLICE], self._lo[a : a + _SLICE] = _split(np.array(rows[a : a + _SLICE], np.float32))
+        else:
+            self._matrix = np.array(rows, np.float32).reshape(len(rows), dim)
+        del rows
         authors: dict[str, list[int]] = {}
         self._seeds: dict[int, Seeds] = {}
         with _no_gc():
             for j, (user, topic) in enumerate(self.rules):
-                self.matrix[j] = vectors[(user, topic.name)]
                 for a in topic.authors:
                     authors.setdefault(_norm_author(a), []).append(j)
                 if seeds and (s := seeds.get((user, topic.name))) is not None:
@@ -278,19 +297,38 @@ class ProfileIndex:
         self.feedback = {row[key]: fb for key, fb in (feedback or {}).items() if key in row}
         self.last_candidates = 0  # pairs the last ``score`` call judged one by one (for the bench)
         self.last_exact = 0  # of those, pairs whose bfloat16 cosine was recomputed exactly
-        if bf16 is None:
-            bf16 = len(self.rules) >= _BF16_MIN_ROWS and native_bf16()
-        # The first stage in bfloat16 (``_bounded``). Each block of topics is rounded to bfloat16
-        # as it is used, not kept: a copy would be 0.4 GB more at 100k readers, for ~10 % less time.
-        self.bf16 = bool(bf16 and len(self.rules))
         # The largest |topic|, |bfloat16 topic| and |rounding error|, for the bound (``_bf16_slack``).
-        self._topic_norms = _norms(self.matrix) if self.bf16 else (0.0, 0.0, 0.0)
+        self._topic_norms = _split_norms(self._hi, self._lo) if self.bf16 else (0.0, 0.0, 0.0)
 
     def __len__(self) -> int:
         return len(self.rules)
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """The topics' float32 vectors, one row per rule (of a bfloat16 index: put back together,
+        a new array each time)."""
+        return self._matrix if self._matrix is not None else _join(self._hi, self._lo)
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        """Rows ``a:b`` of ``matrix``, in float32."""
+        return self._matrix[a:b] if self._matrix is not None else _join(self._hi[a:b], self._lo[a:b])
+
+    def bf16_block(self, a: int, b: int):  # noqa: ANN201
+        """Rows ``a:b`` in bfloat16, as the first stage multiplies them: a torch view, no copy."""
+        import torch
+
+        return torch.from_numpy(self._hi[a:b].view(np.int16)).view(torch.bfloat16)
+
+    def _rows(self, topics: np.ndarray) -> np.ndarray:
+        return self._matrix[topics] if self._matrix is not None else _join(self._hi[topics], self._lo[topics])
+
     def similarities(self, paper_vectors: np.ndarray) -> np.ndarray:
-        return paper_vectors @ self.matrix.T
+        if self._matrix is not None:
+            return paper_vectors @ self._matrix.T
+        out = np.empty((len(paper_vectors), len(self.rules)), np.float32)
+        for a in range(0, len(self.rules), _SLICE):
+            out[:, a : a + _SLICE] = paper_vectors @ self.block(a, a + _SLICE).T
+        return out
 
     def _followed(self, papers: list[Paper], start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """(paper, topic) pairs, papers ``start:stop``, where the topic follows one of the paper's authors."""
@@ -366,9 +404,9 @@ class ProfileIndex:
         for a in range(0, len(self.rules), block):
             b = min(len(self.rules), a + block)
             if lo is None:
-                dense = vectors @ self.matrix[a:b].T
+                dense = vectors @ self.block(a, b).T
             else:
-                dense = torch.mm(lo, torch.from_numpy(self.matrix[a:b]).to(torch.bfloat16).T)
+                dense = torch.mm(lo, self.bf16_block(a, b).T)
             if every:
                 flat = np.arange(dense.shape[0] * dense.shape[1])
             else:
@@ -388,9 +426,15 @@ class ProfileIndex:
         return np.concatenate(ii), np.concatenate(jj), np.concatenate(sims), slack
 
     def _exact(self, vectors: np.ndarray, rows: np.ndarray, topics: np.ndarray) -> np.ndarray:
-        """Float32 cosines of the pairs (``vectors[rows]``, topics), one dot product each."""
+        """Float32 cosines of the pairs (``vectors[rows]``, topics), one dot product each. In runs
+        of pairs whose gathered rows fit in cache: gathered all at once, the rows of ~70k pairs
+        were 200 MB of fresh pages each time, and took 1.6x as long."""
         self.last_exact += len(rows)
-        return np.einsum("ij,ij->i", vectors[rows], self.matrix[topics])
+        out = np.empty(len(rows), np.float32)
+        for a in range(0, len(rows), _EXACT_RUN):
+            b = a + _EXACT_RUN
+            out[a:b] = np.einsum("ij,ij->i", vectors[rows[a:b]], self._rows(topics[a:b]))
+        return out
 
     def score(self, papers: list[Paper], paper_vectors: np.ndarray, *, top: int | None = None) -> list[Match]:
         """Matches above threshold; with ``top``, each user's ``top`` best regardless of threshold."""
@@ -433,7 +477,7 @@ class ProfileIndex:
             followed = np.zeros(len(ii), dtype=bool)
             if not every:  # followed authors match whatever their score: judged even if the bound says no
                 fi, fj = self._followed(papers, s, e)
-                fsims = np.einsum("ij,ij->i", vectors[s:e][fi], self.matrix[fj])
+                fsims = np.einsum("ij,ij->i", vectors[s:e][fi], self._rows(fj))
                 keys, first = np.unique(np.concatenate([ii * n_topics + jj, fi * n_topics + fj]), return_index=True)
                 ii, jj, sims = keys // n_topics, keys % n_topics, np.concatenate([sims, fsims])[first]
                 followed = np.isin(keys, fi * n_topics + fj)
@@ -640,6 +684,30 @@ class _RuleSet:
 def _floats(x) -> np.ndarray:  # noqa: ANN001
     """A float32 numpy array of ``x``, a numpy array or a (bfloat16) tensor."""
     return x if isinstance(x, np.ndarray) else x.float().numpy()
+
+
+def _split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 array as the high and low 16 bits of each value, the high half rounded to
+    nearest (ties away from zero): a bfloat16 array and what ``_join`` needs to undo the rounding.
+    For finite values below float32's largest (a carry could reach infinity there)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + 0x8000) >> 16).astype(np.uint16), (bits & 0xFFFF).astype(np.uint16)
+
+
+def _join(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The float32 values ``_split`` split, exactly: the high half was rounded up iff the low
+    half is at least 0x8000."""
+    return (((hi.astype(np.uint32) - (lo >= 0x8000)) << 16) | lo).view(np.float32)
+
+
+def _split_norms(hi: np.ndarray, lo: np.ndarray) -> tuple[float, float, float]:
+    """``_norms`` of the float32 rows ``_join(hi, lo)``, their bfloat16 rounding being ``hi``."""
+    most = np.zeros(3)
+    for a in range(0, len(hi), _SLICE):
+        x = _join(hi[a : a + _SLICE], lo[a : a + _SLICE])
+        y = (hi[a : a + _SLICE].astype(np.uint32) << 16).view(np.float32)
+        most = np.maximum(most, [np.linalg.norm(m, axis=1).max() for m in (x, y, x - y)])
+    return float(most[0]), float(most[1]), float(most[2])
 
 
 def _norms(x: np.ndarray) -> tuple[float, float, float]:

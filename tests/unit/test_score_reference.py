@@ -233,3 +233,27 @@ def test_bfloat16_stage_decides_pairs_at_their_threshold_exactly(world) -> None:
     for j in range(n):
         assert ((f"u{j}", papers[j % len(papers)].id) in own) == (hair[j] < 0)
     assert index.last_exact >= n
+
+
+def test_a_bfloat16_index_keeps_its_vectors_exactly():
+    """A bfloat16 index keeps each float32 as two 16-bit halves: the high half rounded to nearest
+    is what the products take, and the halves give back every float32 bit for bit (ties, signs,
+    zeros, tiny values, carries into the exponent included)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 384)).astype(np.float32)
+    bits = x.view(np.uint32)
+    bits[0, :8] = [0x3F808000, 0xBF808000, 0x3F80FFFF, 0x3FFF8000, 0, 0x80000000, 0x00000001, 0x7F7F7FFF]
+    bits[1, :4] = [0x3F807FFF, 0x3F818000, 0xBF7FFFFF, 0x00008000]
+    hi, lo = scoring._split(x)
+    assert scoring._join(hi, lo).view(np.uint32).tobytes() == x.view(np.uint32).tobytes()
+    rounded = (hi.astype(np.uint32) << 16).view(np.float32)
+    assert np.all(np.abs(rounded - x) <= np.abs(x) * 2**-8 + 1e-38)  # 8 significant bits (normal numbers)
+    assert rounded[0, 0] == np.float32(1.0 + 2**-7) and rounded[0, 1] == -np.float32(1.0 + 2**-7)  # ties: away
+
+    x = x[2:]  # an index of ordinary vectors (norms of the extreme ones overflow)
+    profiles = [Profile(id=f"u{j}", email=f"u{j}@example.org", topics=[{"name": "T", "description": "d"}])
+                for j in range(len(x))]  # fmt: skip
+    vectors = {(f"u{j}", "T"): x[j] for j in range(len(x))}
+    index = ProfileIndex(profiles, vectors, bf16=True)
+    assert np.array_equal(index.matrix[np.argsort(index.position)], x)
+    assert np.array_equal(index.similarities(x[:3]), x[:3] @ index.matrix.T)
