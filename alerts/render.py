@@ -269,10 +269,21 @@ def _card(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[Part
     html_pieces, text_pieces = card.pieces(bool(values["updated"]), bool(values["version"]), bool(values["more_url"]))
     html, text = list(html_pieces), list(text_pieces)
     for k in range(1, len(html), 2):  # odd places are slots: the value, as Jinja would print it
-        html[k] = str(escape(values[html[k]]))
+        html[k] = _escape(values[html[k]])
     for k in range(1, len(text), 2):
         text[k] = str(values[text[k]])
     return html, text
+
+
+_HTML_SPECIAL = re.compile("[&<>\"']")
+
+
+def _escape(value: object) -> str:
+    """``str(markupsafe.escape(value))``, what Jinja's autoescape prints: sooner for the usual
+    value, a str with nothing to escape (a signed link)."""
+    if type(value) is str and _HTML_SPECIAL.search(value) is None:
+        return value
+    return str(escape(value))
 
 
 def _web(url: str | None) -> str | None:
@@ -346,8 +357,8 @@ def render(
         kind_label={"instant": "alert", "daily": "daily digest", "weekly": "weekly digest"}.get(kind, kind),
         date=now,
         headline=f"{n} {label}",
-        sizes=tuple(len(items) for _, items in sections),
-        trending=len(trending),
+        sections=len(sections),
+        trending=bool(trending),
         unsubscribe=bool(unsubscribe_url),
     )
     values = {
@@ -361,7 +372,9 @@ def render(
         "delivery": f"{profile.delivery.mode}",
         "unsubscribe_url": unsubscribe_url or "",
     }
-    html, text = _page(page, values, [t for t, _ in sections], [_card(m, updated, feedback) for m in shown_matches])
+    groups = [items for _, items in sections] + ([trending] if trending else [])
+    cards = [[_card(m, updated, feedback) for m in items] for items in groups]
+    html, text = _page(page, values, [t for t, _ in sections], cards)
     return Email(
         subject=subject,
         html=ascii_html("".join(html)),
@@ -380,90 +393,119 @@ def ascii_html(html: str) -> str:
 
 @dataclass(frozen=True)
 class _Page:
-    """What the page around the cards depends on besides its reader's values: its shape."""
+    """What the page around the cards depends on besides its reader's values: its shape. Not how
+    many cards a section holds (a section's cards fill one slot), so a day's digests share a
+    few dozen shapes."""
 
     kind_label: str
     date: datetime
     headline: str  # its length is the text part's underline
-    sizes: tuple[int, ...]  # cards per topic section
-    trending: int
+    sections: int  # topic sections
+    trending: bool  # and a trending section after them
     unsubscribe: bool
 
-    def context(self, values: dict[str, str], titles: list[str], cards: list[str], *, html: bool) -> dict[str, object]:
-        """What email.*.j2 gets."""
+    def context(
+        self, values: dict[str, str], titles: list[str], counts: list[str], cards: list[list[str]], *, html: bool
+    ) -> dict[str, object]:
+        """What email.*.j2 gets: ``cards`` and ``counts`` per section, the trending one last."""
         wrap = Markup if html else str
-        it = iter(cards)
+        groups = [{"count": c, "papers": [wrap(card) for card in cs]} for c, cs in zip(counts, cards, strict=True)]
         return values | {
             "kind_label": self.kind_label,
             "date": self.date,
             "headline": self.headline,
             "unsubscribe_url": values["unsubscribe_url"] if self.unsubscribe else None,
-            "sections": [
-                {"title": t, "papers": [wrap(next(it)) for _ in range(size)]}
-                for t, size in zip(titles, self.sizes, strict=True)
-            ],
-            "trending": [wrap(next(it)) for _ in range(self.trending)],
+            "sections": [g | {"title": t} for t, g in zip(titles, groups[: self.sections], strict=True)],
+            "trending": groups[self.sections] if self.trending else None,
         }
 
 
-# The page's reader values; titles and cards are "title<k>" and "card<k>".
+# The page's reader values; titles, counts and cards are numbered per section.
 _PAGE_SLOTS = ("subject", "preheader", "greeting_name", "intro", "user_id", "delivery", "unsubscribe_url")
-_NUMBERED = re.compile(r"(title|card)([0-9]+)")
+_NUMBERED = re.compile(r"(title|count|cards|next)([0-9]+)")
 _PAGES: dict[_Page, tuple[list[object], list[object]]] = {}
 _PAGES_MAX = 4096
 
 
 def _page_direct(
-    page: _Page, values: dict[str, str], titles: list[str], cards: list[tuple[str, str]]
+    page: _Page, values: dict[str, str], titles: list[str], cards: list[list[tuple[str, str]]]
 ) -> tuple[str, str]:
     """The page rendered by the templates with this reader's values: the reference for ``_page``."""
-    html = page.context(values, titles, [c[0] for c in cards], html=True)
-    text = page.context(values, titles, [c[1] for c in cards], html=False)
-    return _env_html.get_template("email.html.j2").render(html), _env_text.get_template("email.txt.j2").render(text)
+    counts = [str(len(cs)) for cs in cards]
+    return _page_render(page, values, titles, counts, [[c[0] for c in cs] for cs in cards],
+                        [[c[1] for c in cs] for cs in cards])  # fmt: skip
+
+
+def _page_render(
+    page: _Page, values: dict[str, str], titles: list[str], counts: list[str], html: list[list[str]],
+    text: list[list[str]],
+) -> tuple[str, str]:  # fmt: skip
+    return (
+        _env_html.get_template("email.html.j2").render(page.context(values, titles, counts, html, html=True)),
+        _env_text.get_template("email.txt.j2").render(page.context(values, titles, counts, text, html=False)),
+    )
 
 
 def _page(
-    page: _Page, values: dict[str, str], titles: list[str], cards: list[tuple[Parts, Parts]]
+    page: _Page, values: dict[str, str], titles: list[str], cards: list[list[tuple[Parts, Parts]]]
 ) -> tuple[Parts, Parts]:
     """(html, text) of one digest: the page of its shape, rendered once with markers and cached,
-    with this reader's values (escaped as Jinja escapes them) and cards in its slots."""
+    with this reader's values (escaped as Jinja escapes them) and cards in its slots. The shape is
+    rendered with two marker cards per section, so what the templates put between two cards is
+    known, and the section's cards take one slot, however many there are."""
     pieces = _PAGES.get(page)
     if pieces is None:
         marks = {name: _mark(name) for name in _PAGE_SLOTS}
-        mark_titles = [_mark(f"title{k}") for k in range(len(titles))]
-        mark_cards = [_mark(f"card{k}") for k in range(len(cards))]
-        html_page, text_page = _page_direct(page, marks, mark_titles, [(c, c) for c in mark_cards])
+        groups = range(page.sections + page.trending)
+        two = [[_mark(f"cards{k}"), _mark(f"next{k}")] for k in groups]
+        html_page, text_page = _page_render(
+            page, marks, [_mark(f"title{k}") for k in range(page.sections)], [_mark(f"count{k}") for k in groups],
+            two, two,
+        )  # fmt: skip
         if len(_PAGES) >= _PAGES_MAX:
             _PAGES.clear()
         pieces = _PAGES[page] = (_slots(_SPLIT.split(html_page)), _slots(_SPLIT.split(text_page)))
-    return _fill(pieces[0], values, titles, cards, 0), _fill(pieces[1], values, titles, cards, 1)
+    counts = [str(len(cs)) for cs in cards]
+    return _fill(pieces[0], values, titles, counts, cards, 0), _fill(pieces[1], values, titles, counts, cards, 1)
 
 
 def _slots(pieces: list[str]) -> list[object]:
-    """Odd places name a slot: ``(kind, key)``, kind "card", "title" (key: index) or "value"."""
-    out: list[object] = list(pieces)
-    for k in range(1, len(out), 2):
+    """Odd places name a slot: ``(kind, key)``, kind "title", "count" (key: section) or "value",
+    or ``("cards", section, what goes between two cards)`` (from a section's two marker cards)."""
+    out: list[object] = [pieces[0]]
+    k = 1
+    while k < len(pieces):
         numbered = _NUMBERED.fullmatch(pieces[k])
-        out[k] = (numbered[1], int(numbered[2])) if numbered else ("value", pieces[k])
+        if numbered and numbered[1] == "cards":
+            assert pieces[k + 2] == f"next{numbered[2]}", "two marker cards, in order"
+            out += [("cards", int(numbered[2]), pieces[k + 1]), pieces[k + 3]]
+            k += 4
+            continue
+        out += [(numbered[1], int(numbered[2])) if numbered else ("value", pieces[k]), pieces[k + 1]]
+        k += 2
     return out
 
 
 def _fill(
-    pieces: list[object], values: dict[str, str], titles: list[str], cards: list[tuple[Parts, Parts]], part: int
-) -> Parts:
-    """The page's pieces (``part`` 0: HTML, 1: text) with this reader's values in their slots; a
-    card's own Parts take its slot's place, between two empty values, so that shared pieces stay
-    at even places."""
+    pieces: list[object], values: dict[str, str], titles: list[str], counts: list[str],
+    cards: list[list[tuple[Parts, Parts]]], part: int,
+) -> Parts:  # fmt: skip
+    """The page's pieces (``part`` 0: HTML, 1: text) with this reader's values in their slots."""
     out: Parts = [pieces[0]]  # type: ignore[list-item]
     for k in range(1, len(pieces), 2):
-        kind, key = pieces[k]  # type: ignore[misc]
-        if kind == "card":
-            out.append("")
-            out += cards[key][part]
-            out.append("")
+        slot = pieces[k]
+        kind = slot[0]  # type: ignore[index]
+        if kind == "cards":
+            between = slot[2]  # type: ignore[index]
+            for n, card in enumerate(cards[slot[1]]):  # type: ignore[index]
+                if n:
+                    out.append(between)
+                out += card[part]
+        elif kind == "count":
+            out.append(counts[slot[1]])  # type: ignore[index]
         else:
-            value = titles[key] if kind == "title" else values[key]
-            out.append(str(escape(value)) if part == 0 else value)
+            value = titles[slot[1]] if kind == "title" else values[slot[1]]  # type: ignore[index]
+            out.append(_escape(value) if part == 0 else value)
         out.append(pieces[k + 1])  # type: ignore[arg-type]
     return out
 
@@ -570,7 +612,7 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     # The email package decodes RFC 2047 encoded words in a value it is given, CR LF included, so a
     # topic named "=?utf-8?q?=0D=0ABcc:_x?=" would become a header line: break every "=?" first.
     _set_header(msg, "Subject", email.subject.replace("=?", "=\u200b?"))
-    msg.set_raw("Date", _header("Date", format_datetime(now)))
+    msg.set_raw("Date", _date(now))
     _set_header(msg, "Message-ID", make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> ")))
     _set_header(msg, "X-Paperwire-User", user)
     _set_header(msg, "X-Paperwire-Papers", " ".join(email.paper_ids))
@@ -614,6 +656,12 @@ def _set_header(msg: EmailMessage, name: str, value: str) -> None:
         msg.set_raw(name, value)
     else:
         msg[name] = value
+
+
+@lru_cache(maxsize=16)
+def _date(now: datetime) -> object:
+    """The Date header of ``now``: a day's digests share one."""
+    return _header("Date", format_datetime(now))
 
 
 @lru_cache(maxsize=256)

@@ -25,12 +25,14 @@ do match, so building Matches is most of what is left. The bound only skips pair
 match: the results are those of judging every pair.
 
 On a CPU that multiplies bfloat16 natively (AMX, AVX-512 BF16) an index of 20k topics or more
-takes the dense products in bfloat16 (``bf16=``): about 3x the float32 rate on AMX, rounding
-each block of topics as it goes. Each such cosine is within a computed bound (``_bf16_slack``,
-~0.008) of the float32 one; every test is widened by it, and the pairs whose outcome it could
-change (~8 % of the candidates on the bench's data) are recomputed in float32 before they are
-judged. So which pairs match is exactly the float32 result; the cosine and score reported for a
-match may differ from float32's by the bound (in practice ~0.001).
+takes the dense products in bfloat16 (``bf16=``): about 3x the float32 rate on AMX. The index
+then keeps each float32 as its two 16-bit halves: the high halves, rounded, are the bfloat16
+matrix; both together are the float32 one, bit for bit, in the same memory. Each such cosine
+is within a computed bound (``_bf16_slack``, ~0.008) of the float32 one; every test is widened
+by it, and the pairs whose outcome it could change (~8 % of the candidates on the bench's data)
+are recomputed in float32 before they are judged. So which pairs match is exactly the float32
+result; the cosine and score reported for a match may differ from float32's by the bound (in
+practice ~0.001).
 """
 
 from __future__ import annotations

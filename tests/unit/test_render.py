@@ -232,7 +232,7 @@ def test_cached_cards_and_pages_match_the_templates_rendered_for_each_reader(mon
     import alerts.render as rendering
 
     def page_direct(page, values, titles, cards):  # noqa: ANN001, ANN202 (the page template, as Parts)
-        cards = [("".join(html), "".join(text)) for html, text in cards]
+        cards = [[("".join(html), "".join(text)) for html, text in group] for group in cards]
         return tuple(["", whole, ""] for whole in rendering._page_direct(page, values, titles, cards))
 
     digests = _day_of_digests(seed=6)
@@ -420,3 +420,18 @@ def test_the_fast_writer_is_the_generator_for_other_line_ends_and_shapes():
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
     msg.set_type("multipart/mixed")
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
+
+
+def test_values_are_escaped_as_jinja_escapes_them():
+    import random
+
+    from markupsafe import escape
+
+    from alerts.render import _escape
+
+    rng = random.Random(4)
+    alphabet = ["&", "<", ">", '"', "'", "é", "x", " ", "&amp;", "\x00", "https://pw.example/f/more/a.b"]
+    for _ in range(3000):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 8)))
+        assert _escape(value) == str(escape(value)), repr(value)
+    assert _escape(3) == "3" and _escape(None) == "None"
