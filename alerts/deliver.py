@@ -81,8 +81,10 @@ async def _record_accepted(r: redis.Redis, settings: Settings, prep: _Prepared, 
     delay = 0.05
     while True:
         try:
-            ledger.record(r, settings, prep.user, prep.versions)
-            recipients.accepted(r, settings, prep.user)
+            pipe = r.pipeline(transaction=False)  # one round trip for both
+            ledger.record(pipe, settings, prep.user, prep.versions)
+            recipients.accepted(pipe, settings, prep.user)
+            pipe.execute()
             return
         except ledger.TRANSIENT as exc:
             if time.monotonic() > deadline:

@@ -60,6 +60,9 @@ def _client(settings: Settings) -> aiosmtplib.SMTP:
 
 
 def _recipient(msg: EmailMessage) -> str:
+    envelope = getattr(msg, "envelope", None)  # to_mime's own messages know it: no header parse
+    if envelope is not None:
+        return str(envelope[1])
     addresses = getattr(msg["To"], "addresses", ())
     if len(addresses) != 1:
         raise ValueError("a paperwire message has exactly one To address")
@@ -67,6 +70,9 @@ def _recipient(msg: EmailMessage) -> str:
 
 
 def _sender(msg: EmailMessage) -> str:
+    envelope = getattr(msg, "envelope", None)
+    if envelope is not None:
+        return str(envelope[0])
     addresses = getattr(msg["From"], "addresses", ())
     return str(addresses[0].addr_spec) if addresses else ""
 

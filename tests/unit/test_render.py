@@ -349,6 +349,8 @@ def test_the_email_package_reads_back_exactly_what_was_rendered():
                 assert parsed[name] == value, name
                 assert msg[name] == value, name  # the message object reads its own headers back the same
             assert parsed["Date"].datetime == NOW and parsed["Message-ID"] == msg["Message-ID"]
+            # The SMTP envelope alerts.send uses instead of parsing the headers again.
+            assert msg.envelope == (parsed["From"].addresses[0].addr_spec, parsed["To"].addresses[0].addr_spec)
             assert re.fullmatch(rf"<[^<>@\s]+\.{re.escape(profile.id)}@[^<>@\s]+>", parsed["Message-ID"])
             assert parsed.get_content_type() == "multipart/alternative" and not parsed.defects
             parts = list(parsed.iter_parts())
