@@ -3,18 +3,52 @@ written to an outbox folder as ``.eml``, with its HTML part beside it as ``.html
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import logging
 import re
 import socket
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 log = logging.getLogger(__name__)
+
+
+class ClosingController(Controller):
+    """aiosmtpd's threaded ``Controller``, except that ``stop()`` first closes the connections
+    still open. Python 3.11 closes only the listening socket when a server stops; a session
+    still open then keeps its socket until the garbage collector finds it, whose
+    ``ResourceWarning`` lands in whatever runs at that moment."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
+
+    def factory(self) -> SMTP:
+        session = super().factory()
+        self.sessions.add(session)
+        return session
+
+    async def _close_sessions(self) -> None:
+        open_ = [s for s in self.sessions if s.transport is not None]
+        for s in open_:
+            s.transport.abort()  # an SSL transport aborts the socket under it too
+        for _ in range(1000):  # connection_lost clears it, a loop iteration or two later
+            if all(s.transport is None for s in open_):
+                return
+            await asyncio.sleep(0.001)
+        log.warning("%d SMTP sessions did not close", sum(s.transport is not None for s in open_))
+
+    def stop(self, no_assert: bool = False) -> None:
+        if self._thread is not None and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._close_sessions(), self.loop).result(timeout=10)
+        super().stop(no_assert)
 
 
 class OutboxHandler:
@@ -48,7 +82,7 @@ class CaptureServer:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.handler = OutboxHandler(outbox)
-        self.controller = Controller(self.handler, hostname=host, port=port)
+        self.controller = ClosingController(self.handler, hostname=host, port=port)
         self.host = host
 
     @property

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import redis
-from aiosmtpd.controller import Controller
 
+from alerts.capture import ClosingController
 from alerts.deliver import deliver
 from consumers import profile_store
 from paperwire.models import Match, Paper, Profile, Reasons
@@ -84,7 +84,7 @@ def main() -> None:
         for u in users
     ]
     profile_store.sync(profiles, {(u, "Bench"): np.zeros(384, np.float32) for u in users}, r, settings)
-    server = Controller(Accept(), hostname="127.0.0.1", port=port)
+    server = ClosingController(Accept(), hostname="127.0.0.1", port=port)
     server.start()
     windows: list[float] = []
     started = time.perf_counter()

@@ -11,8 +11,8 @@ from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
-from aiosmtpd.controller import Controller
 
+from alerts.capture import ClosingController
 from paperwire.settings import Settings
 
 
@@ -42,7 +42,7 @@ class SmtpSink:
 
     def __init__(self) -> None:
         self.handler = _Sink()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port())
+        self.controller = ClosingController(self.handler, hostname="127.0.0.1", port=free_port())
 
     @property
     def port(self) -> int:

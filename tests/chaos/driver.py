@@ -210,9 +210,9 @@ class SMTPServer:
         self.controller: Any = None
 
     def start(self) -> None:
-        from aiosmtpd.controller import Controller
+        from alerts.capture import ClosingController
 
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller = ClosingController(self.handler, hostname="127.0.0.1", port=self.port)
         wait_until(lambda: self.controller.start() or True, "SMTP server to listen", 20, 0.3)
 
     def stop(self) -> None:

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 import redis
-from aiosmtpd.controller import Controller
 
 from alerts import ledger
+from alerts.capture import ClosingController
 from alerts.deliver import deliver
 from tests.chaos.driver import PrivateRedis
 from tests.conftest import free_port, missing
@@ -71,7 +71,7 @@ def private_redis(tmp_path):  # noqa: ANN001, ANN201
 
 def test_redis_killed_at_the_250_delays_the_ledger_write_and_nothing_is_mailed_twice(settings, private_redis):
     handler = KillRedisAtData(private_redis)
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller = ClosingController(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     s = settings.model_copy(
         update={"redis_url": private_redis.url, "smtp_port": controller.port, "smtp_backoff_s": 0.01}

@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import email
 import email.policy
+import gc
 import ipaddress
 import logging
 import re
+import socket
 import ssl
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
 from alerts import recipients
+from alerts.capture import ClosingController
 from alerts.deliver import add_pending, deliver, send_due, shard_of
 from alerts.mailer import MailerStage
 from alerts.send import TransientFailure
@@ -137,8 +140,8 @@ class Flaky:
         return "250 OK"
 
 
-def controller(handler, **kwargs) -> Controller:  # noqa: ANN001
-    c = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+def controller(handler, **kwargs) -> ClosingController:  # noqa: ANN001
+    c = ClosingController(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
     c.start()
     return c
 
@@ -268,7 +271,7 @@ def server_context(cert: tuple[Path, Path]) -> ssl.SSLContext:
     return ctx
 
 
-def tls_settings(settings: Settings, c: Controller, cert: tuple[Path, Path], **update: object) -> Settings:
+def tls_settings(settings: Settings, c: ClosingController, cert: tuple[Path, Path], **update: object) -> Settings:
     return settings.model_copy(
         update={
             "smtp_port": c.port,
@@ -300,9 +303,6 @@ def test_starttls_and_login(settings, redis_client, cert):
 
 
 def test_implicit_tls(settings, redis_client, cert):
-    import gc
-    import sys
-
     store(settings, redis_client, make_profile("ada"))
     rec = Recorder()
     # No AUTH here: aiosmtpd counts only STARTTLS as TLS for AUTH (login is tested above).
@@ -311,22 +311,39 @@ def test_implicit_tls(settings, redis_client, cert):
         s = tls_settings(settings, c, cert, smtp_tls=True, smtp_username=None, smtp_password=None)
         ok = deliver(s, redis_client, {"ada": [make_match("ada", "2611.00022")]}, now=NOW)
         # ... and a client that does not trust the certificate refuses to talk (and retries, then stops).
-        # Python 3.11's asyncio leaves the socket of a failed TLS handshake for the garbage
-        # collector, whose ResourceWarning then lands in whichever test is running (CI saw it
-        # fail this one). Collected here, so it is this test's and is only that.
-        leaked, hook = [], sys.unraisablehook
-        sys.unraisablehook = leaked.append
-        try:
-            with pytest.raises(TransientFailure, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-                deliver(s.model_copy(update={"smtp_ca_file": None, "smtp_attempts": 1}), redis_client,
-                        {"ada": [make_match("ada", "2611.00023")]}, now=NOW)
-            gc.collect()
-        finally:
-            sys.unraisablehook = hook
-        assert all(isinstance(u.exc_value, ResourceWarning) and "unclosed" in str(u.exc_value) for u in leaked)
+        with pytest.raises(TransientFailure, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            deliver(s.model_copy(update={"smtp_ca_file": None, "smtp_attempts": 1}), redis_client,
+                    {"ada": [make_match("ada", "2611.00023")]}, now=NOW)
     finally:
         c.stop()
     assert ok.emails == 1 and rec.sessions == [(True, None)]
+
+
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+def test_stopping_the_smtp_server_closes_sessions_still_open(cert, tls):
+    # Python 3.11 closes only the listening socket when an asyncio server stops; a TLS session
+    # still open kept its socket for the garbage collector, whose ResourceWarning then failed
+    # whichever test was running (CI saw it twice). ClosingController closes them first.
+    client = ssl.create_default_context(cafile=str(cert[0]))
+    kwargs = {"ssl_context": server_context(cert)} if tls == "implicit" else {"tls_context": server_context(cert)}
+    c = controller(Recorder(), **kwargs)
+    leaked, hook = [], sys.unraisablehook
+    sys.unraisablehook = leaked.append
+    try:
+        raw = socket.create_connection(("127.0.0.1", c.port))
+        if tls == "starttls":
+            with raw.makefile("rb") as replies:
+                replies.readline()  # greeting
+                raw.sendall(b"STARTTLS\r\n")
+                assert replies.readline().startswith(b"220")
+        with client.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            conn.sendall(b"NOOP\r\n")
+            assert conn.recv(1024).startswith(b"220" if tls == "implicit" else b"250")
+            c.stop()
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert [str(u.exc_value) for u in leaked] == []
 
 
 def test_airflow_connection_supplies_the_relay(settings):

@@ -93,8 +93,7 @@ class Refuse:
 
 def test_smtp_5xx_is_permanent_recorded_and_not_ledgered(settings, redis_client, embedder, tmp_path):
     sync_examples(settings, redis_client, embedder)
-    from aiosmtpd.controller import Controller
-
+    from alerts.capture import ClosingController
     from consumers.score import ProfileIndex
     from paperwire.models import Match
 
@@ -105,7 +104,7 @@ def test_smtp_5xx_is_permanent_recorded_and_not_ledgered(settings, redis_client,
         m.paper = next(p for p in SAMPLE if p.id == m.paper_id)
     ada = [m for m in matches if m.user == "ada"]
     port = free_port()
-    controller = Controller(Refuse(), hostname="127.0.0.1", port=port)
+    controller = ClosingController(Refuse(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
         result = deliver(settings.model_copy(update={"smtp_port": port}), redis_client, {"ada": ada})

@@ -8,8 +8,7 @@ import email
 import email.policy
 from datetime import UTC, datetime
 
-from aiosmtpd.controller import Controller
-
+from alerts.capture import ClosingController
 from alerts.deliver import deliver
 from alerts.render import render, to_mime
 from consumers import profile_store
@@ -53,7 +52,7 @@ def test_hostile_feed_reaches_one_recipient_with_inert_content(settings, redis_c
               reasons=Reasons(topic="Robots", similarity=0.9))
     recorder = Recorder()
     port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller = ClosingController(recorder, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         result = deliver(settings.model_copy(update={"smtp_port": port}), redis_client, {"ada": [m]}, now=NOW)

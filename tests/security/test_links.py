@@ -10,9 +10,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
+from alerts.capture import ClosingController
 from alerts.deliver import deliver
 from consumers import profile_store
 from paperwire.models import Match, Paper, Profile, Reasons
@@ -33,7 +33,7 @@ def test_tokens_in_a_delivered_email_are_bound_to_reader_and_action(settings, re
     m = Match(user="ada", topic="t", paper_id=paper.id, score=0.9, paper=paper,
               reasons=Reasons(topic="t", similarity=0.9))
     recorder, port = Recorder(), free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller = ClosingController(recorder, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         deliver(s.model_copy(update={"smtp_port": port}), redis_client, {"ada": [m]}, now=NOW)

@@ -11,9 +11,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from alerts.capture import ClosingController
 from alerts.deliver import add_pending
 from consumers import profile_store
 from paperwire.models import Match, Paper, Profile, Reasons
@@ -42,7 +42,7 @@ def test_password_and_signing_key_stay_out_of_logs(settings, redis_client, embed
     add_pending(redis_client, settings, Match(user="ada", topic="t", paper_id=paper.id, score=0.9, paper=paper,
                                               reasons=Reasons(topic="t", similarity=0.9)), datetime.now(UTC))
     port = free_port()
-    controller = Controller(Accept(), hostname="127.0.0.1", port=port, auth_require_tls=False,
+    controller = ClosingController(Accept(), hostname="127.0.0.1", port=port, auth_require_tls=False,
                             authenticator=_refuse)
     controller.start()
     env = {**os.environ, "PAPERWIRE_REDIS_URL": settings.redis_url, "PAPERWIRE_REDIS_PREFIX": settings.redis_prefix,
