@@ -36,6 +36,10 @@ class ClosingController(Controller):
         return session
 
     async def _close_sessions(self) -> None:
+        # First let what clients already sent arrive: a handshake a client gave up on, or a
+        # close it began, finishes in a few loop turns; a session still open after that is
+        # aborted.
+        await asyncio.sleep(0.05)
         open_ = [s for s in self.sessions if s.transport is not None]
         for s in open_:
             s.transport.abort()  # an SSL transport aborts the socket under it too

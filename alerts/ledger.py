@@ -12,6 +12,7 @@ repeats: deploy Redis with AOF (README, Guarantees).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
@@ -55,17 +56,28 @@ def unsent(
     r: redis.Redis, settings: Settings, user: str, versions: dict[str, int | None], *, send_updates: bool = False
 ) -> Fresh:
     """Which of ``versions`` (paper id -> version) may be mailed to ``user`` now."""
-    if not versions:
-        return Fresh([], [])
-    ids = sorted(versions)
-    sent = r.hmget(_key(settings, user), ids)
-    new, updated = [], []
-    for pid, raw in zip(ids, sent, strict=True):
-        if raw is None:
-            new.append(pid)
-        elif send_updates and (versions[pid] or 0) > int(raw):
-            updated.append(pid)
-    return Fresh(new, updated)
+    return unsent_many(r, settings, {user: (versions, send_updates)})[user]
+
+
+def unsent_many(
+    r: redis.Redis, settings: Settings, wanted: Mapping[str, tuple[Mapping[str, int | None], bool]]
+) -> dict[str, Fresh]:
+    """``unsent`` for many readers (user -> (versions, send_updates)) in one round trip."""
+    asked = {user: sorted(versions) for user, (versions, _) in wanted.items() if versions}
+    pipe = r.pipeline(transaction=False)
+    for user, ids in asked.items():
+        pipe.hmget(_key(settings, user), ids)
+    replies = dict(zip(asked, pipe.execute(), strict=True)) if asked else {}
+    out = {}
+    for user, (versions, send_updates) in wanted.items():
+        new, updated = [], []
+        for pid, raw in zip(asked.get(user, []), replies.get(user, []), strict=True):
+            if raw is None:
+                new.append(pid)
+            elif send_updates and (versions[pid] or 0) > int(raw):
+                updated.append(pid)
+        out[user] = Fresh(new, updated)
+    return out
 
 
 def record(r: redis.Redis, settings: Settings, user: str, versions: dict[str, int | None]) -> None:

@@ -24,7 +24,7 @@ from alerts.deliver import Delivered, add_pending, deliver
 from consumers import profile_store
 from paperwire import kafka, stream
 from paperwire.errors import PoisonMessage
-from paperwire.models import Match
+from paperwire.models import Match, Profile
 from paperwire.redisio import connect
 from paperwire.settings import Settings
 
@@ -55,6 +55,7 @@ class MailerStage(stream.Stage[Match]):
     ) -> None:
         self.settings, self.r, self.dry_run, self.clock = settings, r, dry_run, clock
         self.buffer: dict[str, list[Match]] = {}
+        self.profiles: dict[str, Profile | None] = {}  # as read for the buffered matches
         self.first_at: float | None = None
         self.total = Delivered()
         self.pending = 0
@@ -66,6 +67,7 @@ class MailerStage(stream.Stage[Match]):
         now = self.clock()  # injectable: quiet hours are tested at chosen local times
         modes: dict[str, str | None] = {}
         profiles = profile_store.get_profiles(self.r, self.settings, sorted({m.user for m in matches}))
+        self.profiles.update(profiles)
         for m in matches:
             if m.user not in modes:
                 profile = profiles[m.user]
@@ -92,11 +94,22 @@ class MailerStage(stream.Stage[Match]):
             return True
         if not force and time.monotonic() - (self.first_at or 0) < self.settings.coalesce_s:
             return False
-        result = deliver(self.settings, self.r, self.buffer, kind="instant", now=self.clock(), dry_run=self.dry_run)
+        # The profiles read when these matches arrived, at most coalesce_s ago (a change since
+        # then applies from the next email).
+        result = deliver(
+            self.settings,
+            self.r,
+            self.buffer,
+            kind="instant",
+            now=self.clock(),
+            dry_run=self.dry_run,
+            profiles=self.profiles,
+        )
         for rcpt, subject in result.previews if self.dry_run else []:
             log.info("dry run: would send to %s: %s", rcpt, subject)
         self.total.add(result)
         self.buffer.clear()
+        self.profiles.clear()
         self.first_at = None
         return True
 

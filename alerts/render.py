@@ -518,6 +518,7 @@ class MailMessage(EmailMessage):
 
     # (MAIL FROM, RCPT TO) as to_mime addressed it; alerts.send uses it instead of the headers.
     envelope: tuple[str, str] | None = None
+    message_id: str | None = None  # the Message-ID header's value, as set
 
     def as_bytes(self, unixfrom: bool = False, policy: Policy | None = None) -> bytes:
         parts = self.get_payload()
@@ -616,7 +617,8 @@ def to_mime(email: Email, *, sender: str, recipient: str, now: datetime, user: s
     # topic named "=?utf-8?q?=0D=0ABcc:_x?=" would become a header line: break every "=?" first.
     _set_header(msg, "Subject", email.subject.replace("=?", "=\u200b?"))
     msg.set_raw("Date", _date(now))
-    _set_header(msg, "Message-ID", make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> ")))
+    msg.message_id = make_msgid(idstring=user, domain=sender.rsplit("@", 1)[-1].strip("> "))
+    _set_header(msg, "Message-ID", msg.message_id)
     _set_header(msg, "X-Paperwire-User", user)
     _set_header(msg, "X-Paperwire-Papers", " ".join(email.paper_ids))
     for name, value in email.headers.items():

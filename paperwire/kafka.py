@@ -70,6 +70,7 @@ def producer(settings: Settings, **overrides: object) -> Producer:
         "batch_size": 512 * 1024,
         "retries": 5,
         "client_id": "paperwire",
+        "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
     }
     config.update(overrides)
     try:

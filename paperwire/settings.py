@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # Kafka protocol version, e.g. "2.3"; None = ask the broker. The dev broker wants "2.3":
     # kafka-python's newer ApiVersions/LeaveGroup requests are answered in a form it cannot read.
     kafka_api_version: str | None = None
+    # How producers compress record batches. A paper that matches hundreds of readers is hundreds
+    # of records that each carry it: gzip (built in, no extra package) stores them ~30x smaller.
+    kafka_compression: Literal["gzip", "none"] = "gzip"
     topic_papers: str = "papers"
     topic_matches: str = "matches"
     topic_papers_dlq: str = "papers.dlq"

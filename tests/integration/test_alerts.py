@@ -35,6 +35,14 @@ from tests.conftest import free_port
 from tests.helpers import read_outbox
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_socket_left_behind():
+    """Collect garbage after each test, so a socket one leaves open fails that test (its
+    ResourceWarning is an error here) instead of whichever test runs at the next collection."""
+    yield
+    gc.collect()
 HOSTILE = "<img src=x onerror=alert(1)>\r\nBcc: victim@example.com\r\nSubject: pwned\x00"
 
 
@@ -327,6 +335,7 @@ def test_stopping_the_smtp_server_closes_sessions_still_open(cert, tls):
     client = ssl.create_default_context(cafile=str(cert[0]))
     kwargs = {"ssl_context": server_context(cert)} if tls == "implicit" else {"tls_context": server_context(cert)}
     c = controller(Recorder(), **kwargs)
+    gc.collect()  # only this test's leaks below
     leaked, hook = [], sys.unraisablehook
     sys.unraisablehook = leaked.append
     try:

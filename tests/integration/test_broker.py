@@ -243,3 +243,35 @@ def test_serve_logs_its_address_and_stops_on_sigint() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_compressed_matches_fit_where_plain_ones_are_dropped(dev: DevBroker, compression: str) -> None:
+    # The mock keeps the last 5 MiB of each partition and drops older record batches (real Kafka
+    # keeps them for its retention). 4,000 records of ~2.5 KB, as a paper that matches thousands
+    # of readers makes, are ~10 MB: plain, most are gone; gzip-compressed, as paperwire's
+    # producers send them, all are kept.
+    from kafka import TopicPartition
+
+    from paperwire import kafka
+    from paperwire.settings import Settings
+
+    topic = fresh("matches")
+    dev.create_topic(topic, partitions=1)
+    settings = Settings(kafka_bootstrap=dev.bootstrap, kafka_api_version="2.3", kafka_compression=compression)
+    paper = {"title": "Sparse mixtures of experts at scale", "abstract": " ".join(f"word{i}" for i in range(300))}
+    p = kafka.producer(settings)
+    try:
+        for n in range(4000):
+            p.send(topic, key=f"user{n}".encode(), value=json.dumps({"user": f"user{n}", "paper": paper}).encode())
+        p.flush(timeout=WAIT_S)
+    finally:
+        p.close()
+    c = KafkaConsumer(bootstrap_servers=dev.bootstrap, api_version=API_VERSION)
+    try:
+        tp = TopicPartition(topic, 0)
+        first, end = c.beginning_offsets([tp])[tp], c.end_offsets([tp])[tp]
+    finally:
+        c.close()
+    assert end == 4000
+    assert (first == 0) is (compression == "gzip"), first
