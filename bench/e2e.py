@@ -133,7 +133,7 @@ def bench_e2e(
                 time.sleep(0.2)
             published: dict[str, float] = {}
             before = _records(settings, settings.topic_matches)  # the warm-up's matches
-            t0 = time.perf_counter()
+            t0, first_publish = time.perf_counter(), time.time()
             for n, p in enumerate(stream_papers):
                 due = t0 + n / rate
                 time.sleep(max(0.0, due - time.perf_counter()))
@@ -177,6 +177,8 @@ def bench_e2e(
             if pid in published:
                 lat.append(accepted_at - published[pid])
                 delivered.add(pid)
+    accepts = [t for t, _ in sink.handler.accepted if t >= first_publish]
+    mail_s = (accepts[-1] - accepts[0]) if len(accepts) > 1 else float("nan")
     unmailed = max(0, matched - len(lat))  # the run's matches the mailer had not mailed
     lat += [ended - last] * unmailed
     arr = np.array(lat) if lat else np.array([np.nan])
@@ -196,6 +198,11 @@ def bench_e2e(
         # Kafka keeps them for its retention). Nonzero: the percentiles cover what was kept.
         "e2e_broker_dropped": dropped,
         "e2e_papers_delivered": len(delivered),
+        # The load against what got through: matches a second the stream asked for (over the
+        # seconds it was published), and (reader, paper) pairs a second the mailer mailed while
+        # it was mailing. The first above the second means a queue that grows while the load lasts.
+        "e2e_demand_matches_per_s": round(matched / max(last - first_publish, 1e-9), 1),
+        "e2e_mailed_per_s": round((len(lat) - unmailed) / mail_s, 1) if mail_s == mail_s else None,
         "e2e_complete": results.get("matcher", {}).get("papers", 0) == n_papers + 1,  # and the warm-up paper
         "e2e_coalesce_s": coalesce_s,
         "e2e_matcher": {k: v for k, v in results.get("matcher", {}).items() if isinstance(v, int | float)},
