@@ -4,11 +4,12 @@ with int8 weights (``OnnxEmbedder``). Same interface as ``consumers.embed.Embedd
 data-parallel, and mean pooling in float32 (``_Batched``).
 
 ``PAPERWIRE_EMBED_BACKEND=auto`` (the default) picks by CPU (``paperwire.cpu.native_bf16``):
-  * bf16 where the CPU multiplies bfloat16 natively (AMX, AVX-512 BF16): on a 2-core Sapphire
+  * bf16 where the CPU has bfloat16 matrix units (Intel AMX): on a 2-core Sapphire
     Rapids-class Xeon, 2.7-3.3x the papers/s of plain fp32 (``make bench``), vectors at cosine
     0.9999 to it, eval nDCG@10 the same to the third decimal. There, int8 gave only 1.4-1.6x.
   * onnx elsewhere: on a 2-core AMD EPYC (AVX2, no VNNI) 1.65-2.3x, cosine 0.995; bfloat16
-    would be emulated there. The notes below are from that machine.
+    would be emulated there. The notes below are from that machine. On a 2-core Xeon VM with
+    AVX-512 BF16 and VNNI but no AMX, int8 did 1.63x and bfloat16 0.69x.
 ``torch`` (plain fp32) and each path by name stay selectable.
 
 Why int8 is faster (profiled on the 91 seed papers, which all fill the 256-token window): in plain
@@ -342,7 +343,7 @@ class OnnxEmbedder(_Batched):
 
 class Bf16Embedder(_Batched):
     """Text -> unit-length float32 vectors: the packaged model in torch, weights and activations
-    in bfloat16, for CPUs that multiply bfloat16 natively (AMX, AVX-512 BF16; ``native_bf16``).
+    in bfloat16, for CPUs with bfloat16 matrix units (Intel AMX; ``native_bf16``).
 
     Only the transformer runs in bfloat16; its hidden states are pooled and normalised in float32,
     so the vectors sit at cosine ~0.9999 to the fp32 ones. Batches run data-parallel like the ONNX

@@ -24,7 +24,7 @@ distinct set of words) and become Matches: about 1 % of pairs on the bench's dat
 do match, so building Matches is most of what is left. The bound only skips pairs that cannot
 match: the results are those of judging every pair.
 
-On a CPU that multiplies bfloat16 natively (AMX, AVX-512 BF16) an index of 20k topics or more
+On a CPU with bfloat16 matrix units (Intel AMX) an index of 20k topics or more
 takes the dense products in bfloat16 (``bf16=``): about 3x the float32 rate on AMX. The index
 then keeps each float32 as its two 16-bit halves: the high halves, rounded, are the bfloat16
 matrix; both together are the float32 one, bit for bit, in the same memory. Each such cosine

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # the relevance target (`paperwire eval` nDCG@10 within 0.003 of fp32), which issue 6 asks of a
     # fast path before it becomes the default:
     #   bf16: torch with bfloat16 weights and activations; vectors at cosine 0.9999 to fp32. Fast
-    #         only where the CPU multiplies bfloat16 natively (AMX, AVX-512 BF16).
+    #         only where the CPU has bfloat16 matrix units (Intel AMX).
     #   onnx: ONNX Runtime with int8 weights; vectors at cosine 0.995. Fast on any x86-64.
     #   torch: plain sentence-transformers fp32, the reference.
     #   auto: bf16 where it is native, else onnx.
