@@ -235,10 +235,16 @@ def _run_matches(settings, published: dict[str, float]) -> tuple[int, int]:  # n
     Pairs, not records: a paper can match a reader under two topics, and the reader gets it once."""
     from kafka import KafkaConsumer, TopicPartition
 
-    # Answers of a few MB: kafka-python's default frame limit (1,000,000 bytes) is smaller than
-    # the 1 MiB per partition it asks for, and the fetch would fail and be retried.
-    c = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, api_version=(2, 3), enable_auto_commit=False,
-                      receive_message_max_bytes=64 << 20)  # fmt: skip
+    from paperwire import kafka
+
+    # Answers of a few MB: the frame limit paperwire's consumers use (``paperwire.kafka``).
+    c = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        api_version=(2, 3),
+        enable_auto_commit=False,
+        fetch_max_bytes=kafka.FETCH_MAX_BYTES,
+        receive_message_max_bytes=kafka.RECEIVE_MAX_BYTES,
+    )
     try:
         topic = settings.topic_matches
         parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or []]

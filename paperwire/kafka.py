@@ -23,6 +23,14 @@ def _common(settings: Settings) -> dict[str, object]:
 
 
 CLOSE_TIMEOUT_S = 15.0
+# A consumer's fetch answer holds up to max_partition_fetch_bytes (1 MiB) for every partition it
+# reads, and fetch_max_bytes in all; kafka-python refuses any answer larger than
+# receive_message_max_bytes, which defaults to 1,000,000 bytes. So a consumer with a backlog on
+# two partitions had its fetch refused, its connection closed and the fetch retried (measured
+# against the dev broker: "Invalid frame length: 1997946" on a 4-partition backlog). The frame
+# limit is kept above the largest answer asked for.
+FETCH_MAX_BYTES = 16 << 20
+RECEIVE_MAX_BYTES = FETCH_MAX_BYTES + (1 << 20)
 
 
 class Producer(KafkaProducer):
@@ -90,6 +98,8 @@ def consumer(settings: Settings, group: str, *topics: str, **overrides: object) 
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 256,
+        "fetch_max_bytes": FETCH_MAX_BYTES,
+        "receive_message_max_bytes": RECEIVE_MAX_BYTES,
         "client_id": f"paperwire-{group}",
     }
     config.update(overrides)

@@ -275,3 +275,40 @@ def test_compressed_matches_fit_where_plain_ones_are_dropped(dev: DevBroker, com
         c.close()
     assert end == 4000
     assert (first == 0) is (compression == "gzip"), first
+
+
+def test_a_backlog_on_every_partition_is_fetched_without_refused_answers(
+    dev: DevBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 4 partitions x ~1.6 MB waiting: one fetch answer is then several MB (1 MiB per partition).
+    # kafka-python refuses answers above its frame limit (1,000,000 bytes by default), closing the
+    # connection and fetching again; paperwire's consumers keep the limit above what they ask for.
+    import base64
+    import logging
+    import time
+
+    from paperwire import kafka
+    from paperwire.settings import Settings
+
+    topic = fresh("backlog")
+    dev.create_topic(topic, partitions=4)
+    settings = Settings(kafka_bootstrap=dev.bootstrap, kafka_api_version="2.3", kafka_compression="none")
+    p = kafka.producer(settings)
+    try:
+        for n in range(2400):  # ~2.6 KB each, random so that nothing compresses them
+            p.send(topic, key=f"k{n}".encode(), value=base64.b64encode(os.urandom(1900)))
+        p.flush(timeout=WAIT_S)
+    finally:
+        p.close()
+    caplog.set_level(logging.ERROR, logger="kafka")
+    c = kafka.consumer(settings, fresh("group"), topic, **GROUP_TIMING)
+    got = 0
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while got < 2400 and time.monotonic() < deadline:
+            got += sum(len(records) for records in c.poll(timeout_ms=500).values())
+    finally:
+        c.close()
+    assert got == 2400
+    refused = [r.getMessage() for r in caplog.records if "Invalid frame length" in r.getMessage()]
+    assert not refused, refused
