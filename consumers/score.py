@@ -24,15 +24,18 @@ distinct set of words) and become Matches: about 1 % of pairs on the bench's dat
 do match, so building Matches is most of what is left. The bound only skips pairs that cannot
 match: the results are those of judging every pair.
 
-On a CPU with bfloat16 matrix units (Intel AMX) an index of 20k topics or more
-takes the dense products in bfloat16 (``bf16=``): about 3x the float32 rate on AMX. The index
+Where bfloat16 products run well above float32's rate (``paperwire.cpu.bf16_products_faster``:
+Intel AMX, about 3x; AMD Zen 4's AVX-512 BF16, measured at 2.1-2.4x) an index of 20k topics or
+more takes the dense products in bfloat16 (``bf16=``). The index
 then keeps each float32 as its two 16-bit halves: the high halves, rounded, are the bfloat16
 matrix; both together are the float32 one, bit for bit, in the same memory. Each such cosine
 is within a computed bound (``_bf16_slack``, ~0.008) of the float32 one; every test is widened
 by it, and the pairs whose outcome it could change (~8 % of the candidates on the bench's data)
-are recomputed in float32 before they are judged. So which pairs match is exactly the float32
-result; the cosine and score reported for a match may differ from float32's by the bound (in
-practice ~0.001).
+are recomputed in float32 before they are judged. So the same pairs match as with float32
+products, up to float32's own rounding: the recompute is a dot product, summed in another order
+than the matrix product, and on the bench one pair of 5.3M, whose score is 1e-8 from its
+threshold, matched with it and not without (float64 sides with the recompute). The cosine and
+score reported for a match may differ from float32's by the bound (in practice ~0.001).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from scipy import sparse
 
 from consumers.learning import TopicFeedback, adjustments
 from consumers.lexical import DocFreq, terms
-from paperwire.cpu import native_bf16
+from paperwire.cpu import bf16_products_faster
 from paperwire.models import Match, Paper, Profile, Reasons, Topic
 
 DEFAULT_MIN_SCORE = 0.40
@@ -264,7 +267,7 @@ class ProfileIndex:
         self.thresholds = self._min_scores.astype(np.float32)
         dim = len(next(iter(vectors.values()))) if vectors else 384
         if bf16 is None:
-            bf16 = len(self.rules) >= _BF16_MIN_ROWS and native_bf16()
+            bf16 = len(self.rules) >= _BF16_MIN_ROWS and bf16_products_faster()
         # The first stage in bfloat16 (``_bounded``): the topics' vectors are then kept as the two
         # 16-bit halves of each float32 (``_split``). The high halves, rounded, are the bfloat16
         # matrix the products take; with the low halves they give back float32 exactly (``_join``)
@@ -388,8 +391,8 @@ class ProfileIndex:
         """Pairs (rows of ``vectors``, topics) whose score bound reaches their threshold (``every``:
         all pairs), block by block, with their dense cosines, and how far those may be from exact.
 
-        With the bfloat16 stage the products come from bfloat16 copies of both sides (on AMX,
-        about 3x the float32 rate here) and each is within ``slack`` of the exact cosine; every
+        With the bfloat16 stage the products come from bfloat16 copies of both sides (2-3x the
+        float32 rate where ``bf16_products_faster``) and each is within ``slack`` of the exact cosine; every
         test against them is widened by ``slack``, so no pair that could match is dropped, and
         ``score_columns`` recomputes exactly the pairs whose outcome the rounding could change."""
         ii: list[np.ndarray] = []
