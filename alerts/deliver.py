@@ -30,7 +30,7 @@ from alerts.send import send_all
 from consumers import profile_store
 from paperwire import metrics, tokens
 from paperwire.errors import ServiceUnavailable
-from paperwire.models import Match, Profile
+from paperwire.models import Match, Paper, Profile
 from paperwire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -199,11 +199,56 @@ def deliver(
 # --- pending: digests, and instant mail held in quiet hours ----------------------------------
 
 
-def add_pending(r: redis.Redis, settings: Settings, match: Match, now: datetime) -> None:
+def add_pending(r: redis.Redis, settings: Settings, matches: list[Match], now: datetime) -> None:
+    """Queue ``matches`` for a later email, in one transaction.
+
+    Each item is stored without its paper (0.3 KB of JSON rather than 2.2 KB with a real arXiv
+    paper): papers are kept once, in the paper store (``consumers.paper_store``), where the
+    matcher put them before publishing their matches. A paper missing there (a match from
+    elsewhere) is added, never overwriting the version the matcher stored. A digest shows the
+    paper as stored when it is sent; the ledger records the version the match was for."""
+    if not matches:
+        return
     pipe = r.pipeline(transaction=True)
-    pipe.hset(settings.key("digest", match.user), match.paper_id + "\x1f" + match.topic, match.model_dump_json())
-    pipe.set(settings.key("digest_since", match.user), now.timestamp(), nx=True)
+    papers = {m.paper_id: m.paper for m in matches if m.paper is not None}
+    for pid, paper in papers.items():
+        pipe.hsetnx(settings.key("papers"), pid, paper.model_dump_json())
+    for m in matches:
+        item = m.model_copy(update={"version": _version(m), "paper": None})  # the version the reader is sent
+        pipe.hset(settings.key("digest", m.user), m.paper_id + "\x1f" + m.topic, item.model_dump_json())
+        pipe.set(settings.key("digest_since", m.user), now.timestamp(), nx=True)
     pipe.execute()
+
+
+def pending_matches(
+    r: redis.Redis, settings: Settings, user: str, raw: dict[bytes, bytes]
+) -> tuple[list[Match], list[bytes]]:
+    """``user``'s pending items (``digest:<user>``'s fields) as matches with their papers, and
+    the fields whose paper is in neither the item (stored whole before papers were kept apart)
+    nor the paper store: those stay pending, and are logged."""
+    items = {key: Match.model_validate_json(v) for key, v in raw.items()}
+    wanted = sorted({m.paper_id for m in items.values() if m.paper is None})
+    stored = r.hmget(settings.key("papers"), wanted) if wanted else []
+    papers = {pid: Paper.model_validate_json(v) for pid, v in zip(wanted, stored, strict=True) if v is not None}
+    matches: list[Match] = []
+    missing: list[bytes] = []
+    for key, m in items.items():
+        if m.paper is None:
+            paper = papers.get(m.paper_id)
+            if paper is None:
+                missing.append(key)
+                continue
+            m = m.model_copy(update={"paper": paper})
+        matches.append(m)
+    if missing:
+        log.error(
+            "user=%s: %d pending item(s) name papers not in the paper store (%s): kept pending; replay "
+            "the papers topic to restore them",
+            user,
+            len(missing),
+            ", ".join(sorted({f.decode().split("\x1f")[0] for f in missing})),
+        )
+    return matches, missing
 
 
 def last_slot(profile: Profile, now: datetime) -> datetime:
@@ -261,14 +306,20 @@ def send_due(
         if not force and not is_due(profile, since, now):
             continue
         raw = r.hgetall(key)
-        matches = [Match.model_validate_json(v) for v in raw.values()]
+        matches, missing = pending_matches(r, settings, user, raw)
         result = deliver(settings, r, {user: matches}, kind=profile.delivery.mode, now=now, dry_run=dry_run)
         total.add(result)
         if dry_run or (result.skipped and recipients.paused(r, settings, user)):
             continue  # a paused reader's items wait for them
-        # Everything pending is now either in the ledger or was refused for good: clear it.
+        # Everything sent is now either in the ledger or was refused for good: clear it.
+        kept = set(missing)
+        done = [f for f in raw if f not in kept]
         pipe = r.pipeline(transaction=True)
-        pipe.hdel(key, *raw.keys())
-        pipe.delete(settings.key("digest_since", user))
+        if done:
+            pipe.hdel(key, *done)
+        if missing:  # what is left waits for the reader's next slot, with whatever comes in meanwhile
+            pipe.set(settings.key("digest_since", user), now.timestamp())
+        else:
+            pipe.delete(settings.key("digest_since", user))
         pipe.execute()
     return total

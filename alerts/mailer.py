@@ -66,6 +66,7 @@ class MailerStage(stream.Stage[Match]):
     def handle(self, matches: list[Match]) -> None:
         now = self.clock()  # injectable: quiet hours are tested at chosen local times
         modes: dict[str, str | None] = {}
+        later: list[Match] = []
         profiles = profile_store.get_profiles(self.r, self.settings, sorted({m.user for m in matches}))
         self.profiles.update(profiles)
         for m in matches:
@@ -84,10 +85,11 @@ class MailerStage(stream.Stage[Match]):
                 if self.dry_run:
                     log.info("dry run: would queue %s for user=%s (%s)", m.paper_id, m.user, mode)
                 else:
-                    add_pending(self.r, self.settings, m, now)
+                    later.append(m)
                 self.pending += 1
             else:
                 log.info("user=%s: no enabled profile; match for %s dropped", m.user, m.paper_id)
+        add_pending(self.r, self.settings, later, now)  # one round trip for the batch
 
     def flush(self, force: bool) -> bool:
         if not self.buffer:

@@ -5,7 +5,9 @@ Layout (under the settings' prefix):
   papers:seen   zset  paper id scored by the time the matcher first saw it (for ``--since``)
   df            hash  term -> number of papers containing it; field ``\\x00n`` = number of papers
 
-Written by the matcher after each batch; read by profile sync (seed papers by id), by
+Written by the matcher after each batch, before it publishes the batch's matches (the mailer
+adds a paper only if it is missing: ``alerts.deliver.add_pending``); read by the mailer (the papers
+of pending digest items, which are stored without them), by profile sync (seed papers by id), by
 ``paperwire profiles preview`` and backfill (recent papers), and by the matcher itself (IDF
 weights for the lexical score). All of it can be rebuilt by replaying ``papers``.
 """

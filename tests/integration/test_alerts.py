@@ -379,7 +379,7 @@ def test_digests_go_out_at_each_readers_local_hour(settings, redis_client, smtp)
     queued = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)  # Thursday evening UTC
     for p in (london, kolkata, saopaulo):
         for n in (1, 2):
-            add_pending(redis_client, s, make_match(p.id, f"2611.0003{n}"), queued)
+            add_pending(redis_client, s, [make_match(p.id, f"2611.0003{n}")], queued)
 
     def tick(hour_utc: int) -> list[str]:
         return send_due(s, redis_client, now=datetime(2026, 11, 27, hour_utc, 5, tzinfo=UTC)).recipients
@@ -402,7 +402,7 @@ def test_digest_shards_split_the_readers_and_each_is_mailed_once(settings, redis
     store(settings, redis_client, *readers)
     s = at(settings, smtp)
     for p in readers:
-        add_pending(redis_client, s, make_match(p.id, "2611.00050"), datetime(2026, 11, 26, 20, 0, tzinfo=UTC))
+        add_pending(redis_client, s, [make_match(p.id, "2611.00050")], datetime(2026, 11, 26, 20, 0, tzinfo=UTC))
     now = datetime(2026, 11, 27, 8, 5, tzinfo=UTC)
     first = send_due(s, redis_client, now=now, shard=(0, 2)).recipients
     assert first and sorted(first) == sorted(f"{p.id}@example.org" for p in readers if shard_of(p.id, 2) == 0)
@@ -413,6 +413,57 @@ def test_digest_shards_split_the_readers_and_each_is_mailed_once(settings, redis
     assert len(read_outbox(smtp.handler.outbox)) == len(readers)
     with pytest.raises(ValueError, match="shard 2 of 2"):
         send_due(s, redis_client, now=now, shard=(2, 2))
+
+
+def test_pending_items_keep_each_paper_once_and_digests_show_it_whole(settings, redis_client, smtp):
+    readers = [make_profile(f"reader{n}", mode="daily", hour=8, timezone="UTC") for n in range(3)]
+    store(settings, redis_client, *readers)
+    s = at(settings, smtp)
+    matches = [make_match(p.id, "2611.00070", title="Grasping with tactile robots") for p in readers]
+    add_pending(redis_client, s, matches, datetime(2026, 11, 26, 20, 0, tzinfo=UTC))
+    whole = len(matches[0].model_dump_json())
+    for p in readers:
+        [item] = redis_client.hvals(s.key("digest", p.id))
+        assert b"Grasping with tactile robots" not in item and len(item) < whole / 2, (len(item), whole)
+        assert Match.model_validate_json(item).version == 1  # the version the ledger records
+    stored = redis_client.hget(s.key("papers"), "2611.00070")
+    assert Paper.model_validate_json(stored) == matches[0].paper  # once, for all three readers
+    sent = send_due(s, redis_client, now=datetime(2026, 11, 27, 8, 5, tzinfo=UTC))
+    assert sorted(sent.recipients) == sorted(f"{p.id}@example.org" for p in readers)
+    for msg in read_outbox(smtp.handler.outbox):
+        text = msg.get_body(("plain",)).get_content()
+        assert "Grasping with tactile robots" in text and "We teach robots to grasp things." in text
+    assert not redis_client.exists(*(s.key("digest", p.id) for p in readers))
+
+
+def test_adding_a_pending_item_never_overwrites_the_stored_paper(settings, redis_client):
+    store(settings, redis_client, make_profile("ada", mode="daily"))
+    newer = make_match("ada", "2611.00071", version=2, title="Second version")
+    redis_client.hset(settings.key("papers"), "2611.00071", newer.paper.model_dump_json())  # as the matcher stored it
+    add_pending(redis_client, settings, [make_match("ada", "2611.00071", title="First version")], NOW)
+    assert Paper.model_validate_json(redis_client.hget(settings.key("papers"), "2611.00071")).title == "Second version"
+
+
+def test_a_pending_item_whose_paper_is_gone_stays_pending_and_the_rest_is_sent(settings, redis_client, smtp, caplog):
+    store(settings, redis_client, make_profile("ada", mode="daily", hour=8, timezone="UTC"))
+    s = at(settings, smtp)
+    add_pending(redis_client, s, [make_match("ada", "2611.00072"), make_match("ada", "2611.00073")],
+                datetime(2026, 11, 26, 20, 0, tzinfo=UTC))  # fmt: skip
+    redis_client.hdel(s.key("papers"), "2611.00073")  # the paper store lost one of them
+    # An item stored whole, as before papers were kept apart, still goes out as it is.
+    old = make_match("ada", "2611.00074")
+    redis_client.hset(s.key("digest", "ada"), "2611.00074\x1fRobots", old.model_dump_json())
+    now = datetime(2026, 11, 27, 8, 5, tzinfo=UTC)
+    with caplog.at_level(logging.ERROR, logger="alerts.deliver"):
+        sent = send_due(s, redis_client, now=now)
+    assert sent.recipients == ["ada@example.org"] and sent.papers == 2
+    assert "2611.00073" in caplog.text and "user=ada" in caplog.text
+    assert redis_client.hkeys(s.key("digest", "ada")) == [b"2611.00073\x1fRobots"]  # kept, not lost
+    # Once the paper is back (the papers topic replayed), it goes out at the reader's next slot.
+    redis_client.hset(s.key("papers"), "2611.00073", make_match("ada", "2611.00073").paper.model_dump_json())
+    assert send_due(s, redis_client, now=now + timedelta(hours=1)).emails == 0
+    again = send_due(s, redis_client, now=now + timedelta(days=1))
+    assert again.papers == 1 and not redis_client.exists(s.key("digest", "ada"), s.key("digest_since", "ada"))
 
 
 def test_instant_mail_is_held_in_quiet_hours_and_sent_when_they_end(settings, redis_client, smtp):

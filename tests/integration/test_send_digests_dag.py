@@ -29,7 +29,7 @@ def test_send_digests_sends_whats_due_via_the_airflow_connection(settings, redis
     # Due by construction: the slot is this UTC hour's start, the item waited since two hours ago.
     store(settings, redis_client, *(make_profile(u, mode="daily", hour=now.hour, timezone="UTC") for u in users))
     for u in users:
-        add_pending(redis_client, settings, make_match(u, "2611.00060"), now - timedelta(hours=2))
+        add_pending(redis_client, settings, [make_match(u, "2611.00060")], now - timedelta(hours=2))
     env = airflow_env(
         tmp_path / "airflow-state",
         DAGS,

@@ -39,8 +39,8 @@ def test_password_and_signing_key_stay_out_of_logs(settings, redis_client, embed
     profile_store.sync([profile], profile_store.topic_vectors([profile], embedder), redis_client, settings)
     paper = Paper(id="2611.00001", title="T", abstract="A", url="https://arxiv.org/abs/2611.00001",
                   published=datetime(2026, 11, 26, tzinfo=UTC), source="arxiv-rss")
-    add_pending(redis_client, settings, Match(user="ada", topic="t", paper_id=paper.id, score=0.9, paper=paper,
-                                              reasons=Reasons(topic="t", similarity=0.9)), datetime.now(UTC))
+    add_pending(redis_client, settings, [Match(user="ada", topic="t", paper_id=paper.id, score=0.9, paper=paper,
+                                               reasons=Reasons(topic="t", similarity=0.9))], datetime.now(UTC))
     port = free_port()
     controller = ClosingController(Accept(), hostname="127.0.0.1", port=port, auth_require_tls=False,
                             authenticator=_refuse)
