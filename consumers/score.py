@@ -530,13 +530,7 @@ class ProfileIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         pair = np.repeat(keys, lens)
         words = ids[np.repeat(ptr[g] - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))]
-        n_words = max(1, len(self._words))
-        codes, where = np.unique((start + ki[pair]) * n_words + words, return_inverse=True)
-        hit = np.fromiter(
-            (found(i, self._words[w]) for i, w in zip(*(c.tolist() for c in np.divmod(codes, n_words)), strict=True)),
-            dtype=bool,
-            count=len(codes),
-        )[where]
+        hit = found.many(start + ki[pair], words, self._words)
         return pair[hit], words[hit]
 
     def _judge(
@@ -824,6 +818,56 @@ class _Occurs:
         self.papers = papers
         self.hits: dict[tuple[int, str], bool] = {}
         self.lowered: dict[int, str | None] = {}
+        self._tokens: dict[str, int] = {}  # ``many``: each lowercased word of the papers, numbered
+        self._held: dict[int, np.ndarray] = {}  # paper -> its words' numbers, sorted
+
+    def many(self, rows: np.ndarray, words: np.ndarray, names: list[str]) -> np.ndarray:
+        """``self(rows[n], names[words[n]])`` for every n, as a bool array.
+
+        A one-word ASCII term in ASCII text is looked up, not searched: there the pattern matches
+        exactly where a maximal run of word characters, lowercased, is the term, or the term
+        followed by "s" or "es" (``_pattern``). Everything else is searched, once per (paper, term)."""
+        n_names = max(1, len(names))
+        codes, where = np.unique(rows * n_names + words, return_inverse=True)
+        rows_u, words_u = np.divmod(codes, n_names)
+        out = np.zeros(len(codes), dtype=bool)
+        if not len(codes):
+            return out[where]
+        distinct = np.unique(words_u)
+        forms = [_forms(names[w]) for w in distinct.tolist()]
+        # Each distinct word's three forms as numbers of the papers' words (-1: no paper has it).
+        ascii_rows = np.array([self._ascii(i) for i in rows_u.tolist()], dtype=bool)  # numbers the papers' words
+        tok = np.array([[self._tokens.get(f, -1) for f in fs] if fs else [-1, -1, -1] for fs in forms], np.int64)
+        simple = np.array([fs is not None for fs in forms], dtype=bool)
+        of = np.searchsorted(distinct, words_u)
+        quick = ascii_rows & simple[of]
+        if quick.any() and any(len(self._held[i]) for i in np.unique(rows_u[quick]).tolist()):
+            q_rows, q_of = rows_u[quick], of[quick]
+            held = np.concatenate([self._held[i] + (i << 32) for i in np.unique(q_rows).tolist()])
+            held.sort()
+            found = np.zeros(len(q_rows), dtype=bool)
+            for form in range(3):  # the term, the term + "s", the term + "es"
+                want = (q_rows << 32) + tok[q_of, form]
+                at = np.searchsorted(held, want).clip(max=len(held) - 1)
+                found |= (tok[q_of, form] >= 0) & (held[at] == want)
+            out[quick] = found
+        slow = np.flatnonzero(~quick)
+        for n, i, w in zip(slow.tolist(), rows_u[slow].tolist(), words_u[slow].tolist(), strict=True):
+            out[n] = self(i, names[w])
+        return out[where]
+
+    def _ascii(self, i: int) -> bool:
+        """Whether paper ``i``'s text is ASCII; if so, its words are numbered for ``many``."""
+        if i not in self._held:
+            text = self.papers[i].text
+            if not text.isascii():
+                self._held[i] = np.zeros(0, np.int64)
+                self.lowered[i] = None
+                return False
+            self.lowered.setdefault(i, text.lower())
+            tokens = {self._tokens.setdefault(t, len(self._tokens)) for t in _RUN.findall(self.lowered[i] or "")}
+            self._held[i] = np.array(sorted(tokens), dtype=np.int64)
+        return self.lowered.get(i) is not None
 
     def __call__(self, i: int, term: str) -> bool:
         hit = self.hits.get((i, term))
@@ -840,6 +884,22 @@ class _Occurs:
             self.lowered[i] = text.lower() if text.isascii() else None
         lowered = self.lowered[i]
         return lowered is None or not term.isascii() or term.strip().lower() in lowered
+
+
+# A maximal run of word characters in ASCII text (what ``\w`` is there).
+_RUN = re.compile(r"[a-z0-9_]+")
+_ONE_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+@lru_cache(maxsize=100_000)
+def _forms(term: str) -> tuple[str, str, str] | None:
+    """The lowercased words a one-word ASCII term matches as (itself, plural "s", plural "es");
+    None for any other term, which ``_Occurs`` searches with its pattern."""
+    term = term.strip()
+    if not term.isascii() or not _ONE_WORD.fullmatch(term):
+        return None
+    low = term.lower()
+    return low, low + "s", low + "es"
 
 
 def _closest_seed(seeds: Seeds | None, vector: np.ndarray, paper_id: str) -> str | None:

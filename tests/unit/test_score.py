@@ -125,3 +125,33 @@ def test_term_occurrence_prefilter_agrees_with_the_regex(text, term, occurs):  #
     pattern = _pattern(term)
     assert (pattern is not None and pattern.search(p.text) is not None) == occurs  # the regex says
     assert _Occurs([p])(0, term) == occurs  # and the prefiltered search agrees
+
+
+MANY_TEXTS = [
+    "Small Language Models at scale.",
+    "KV-cache quantization for LLMs; 3D Gaussians and 4-bit weights.",
+    "Mixtures of experts: MoEs, routers and expert_parallelism (v2).",
+    "Fast \u212aernel methods, Stra\u00dfe networks and caf\u00e9s.",  # not ASCII: searched
+    "agents agentes Agent's agentic",
+    "Packing boxes, glasses and bus routes.",
+    "",
+]
+MANY_TERMS = ["model", "language model", "LLM", "kv", "cache", "KV cache", "3D", "4", "bit", "expert", "moe",
+              "expert_parallelism", "router", "v2", "kernel", "\u212aernel", "strasse", "caf\u00e9", "agent",
+              "agente", "box", "glass", "bu", "route", "   ", "", " Models ", "scale.", "at"]  # fmt: skip
+
+
+def test_looking_terms_up_agrees_with_searching_for_them():
+    from consumers.score import _Occurs
+
+    papers = [paper(f"p{n}", text) for n, text in enumerate(MANY_TEXTS)]
+    rows, words = np.divmod(np.arange(len(papers) * len(MANY_TERMS)), len(MANY_TERMS))
+    got = _Occurs(papers).many(rows, words, MANY_TERMS)
+    want = [_Occurs(papers)(int(i), MANY_TERMS[w]) for i, w in zip(rows, words, strict=True)]
+    assert got.tolist() == want
+    assert sum(want) > 15 and not all(want)  # both outcomes, many times
+    # Repeated and unsorted pairs, and a second call on the same papers, give the same answers.
+    again = _Occurs(papers)
+    order = np.random.default_rng(0).permutation(len(rows))
+    assert again.many(rows[order], words[order], MANY_TERMS).tolist() == [want[k] for k in order]
+    assert again.many(np.repeat(rows, 2), np.repeat(words, 2), MANY_TERMS).tolist() == list(np.repeat(want, 2))
