@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     anchors = data.cached_vectors([p.text for p in corpus], emb, args.state / "bench")
     real = emb.encode([topic_text(t) for t in data.real_topics()])
     sigma, _ = data.calibrate_sigma(real, anchors)
-    profiles, vectors = build(args.users, anchors, sigma, seed=2)
+    profiles, vectors = build(corpus, anchors, args.users, sigma, seed=2)
     freq = DocFreq()
     freq.add(p.text for p in corpus)
     del corpus

@@ -66,7 +66,7 @@ def bench_e2e(
     papers = data.arxiv_day(2000)
     anchors = data.cached_vectors([p.text for p in papers], emb, state / "bench")
     sigma, _ = data.calibrate_sigma(emb.encode([topic_text(t) for t in data.real_topics()]), anchors)
-    profiles, vectors = build(users, anchors, sigma, seed=3, mode="instant")
+    profiles, vectors = build(papers, anchors, users, sigma, seed=3, mode="instant")
     n_papers = int(rate * seconds)
     # Papers the profiles were not drawn around would be fairer still; these are the day's tail.
     stream_papers = [p.model_copy(update={"id": f"{p.id}-e{tag}"}) for p in papers[-n_papers:]]

@@ -86,16 +86,21 @@ def settle() -> None:
     gc.freeze()
 
 
-def build(n_users: int, anchors: np.ndarray, sigma: float, seed: int = 0, mode: str = "daily"):  # noqa: ANN201
+def build(papers, anchors: np.ndarray, n_users: int, sigma: float, seed: int = 0, mode: str = "daily"):  # noqa: ANN001, ANN201
+    """``n_users`` synthetic readers x 5 topics, each topic drawn around 1-3 of ``papers`` (whose
+    vectors are ``anchors``), in those papers' words (``bench.data``)."""
     rng = np.random.default_rng(seed)
-    vectors = data.synthetic_vectors(anchors, n_users * 5, sigma, rng)
-    return data.synthetic_profiles(n_users, 5, data.real_topics(), vectors, mode=mode)
+    drawn = data.draw_anchors(len(anchors), n_users * 5, rng)
+    vectors = data.synthetic_vectors(anchors, n_users * 5, sigma, rng, drawn=drawn)
+    return data.synthetic_profiles(
+        n_users, 5, data.real_topics(), vectors, mode=mode, words=(papers, *drawn), seed=seed
+    )
 
 
 def bench_match(papers, paper_vectors: np.ndarray, anchors: np.ndarray, sigma: float, batch: int = 256) -> dict:  # noqa: ANN001
     out: dict = {}
     # 10k profiles x 5 topics: the speedup over the loop.
-    profiles, vectors = build(10_000, anchors, sigma)
+    profiles, vectors = build(papers, anchors, 10_000, sigma)
     t = time.perf_counter()
     index = ProfileIndex(profiles, vectors)
     out["match_10k_index_build_s"] = round(time.perf_counter() - t, 2)
@@ -130,7 +135,7 @@ def bench_match(papers, paper_vectors: np.ndarray, anchors: np.ndarray, sigma: f
     del index, profiles, vectors
     # 100k profiles x 5 topics, 2,000 papers, the whole scorer.
     t = time.perf_counter()
-    profiles, vectors = build(100_000, anchors, sigma, seed=1)
+    profiles, vectors = build(papers, anchors, 100_000, sigma, seed=1)
     out["match_100k_profiles_build_s"] = round(time.perf_counter() - t, 1)  # synthetic set-up, not the scorer
     # With running word counts, as the matcher has them (``paperwire.paper_store.doc_freq``): here
     # the day's, counted once; without them each call would count its own batch again.

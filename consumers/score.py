@@ -836,7 +836,8 @@ class _Occurs:
         distinct = np.unique(words_u)
         forms = [_forms(names[w]) for w in distinct.tolist()]
         # Each distinct word's three forms as numbers of the papers' words (-1: no paper has it).
-        ascii_rows = np.array([self._ascii(i) for i in rows_u.tolist()], dtype=bool)  # numbers the papers' words
+        papers_u, paper_of = np.unique(rows_u, return_inverse=True)
+        ascii_rows = np.array([self._ascii(i) for i in papers_u.tolist()], dtype=bool)[paper_of]  # numbers their words
         tok = np.array([[self._tokens.get(f, -1) for f in fs] if fs else [-1, -1, -1] for fs in forms], np.int64)
         simple = np.array([fs is not None for fs in forms], dtype=bool)
         of = np.searchsorted(distinct, words_u)
