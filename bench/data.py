@@ -118,9 +118,15 @@ def calibrate_sigma(topic_vectors: np.ndarray, paper_vectors: np.ndarray, dim: i
     return float(np.sqrt((1 / target**2 - 1) / dim)), target
 
 
-def draw_anchors(n_anchors: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(k, picks): row r is drawn around anchors ``picks[r, :k[r]]``, 1-3 of them."""
-    return rng.integers(1, 4, size=n), rng.integers(0, n_anchors, size=(n, 3))
+def draw_anchors(anchors: np.ndarray, n: int, rng: np.random.Generator, near: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(k, picks): row r is drawn around anchors ``picks[r, :k[r]]``, 1-3 of them: a random
+    paper and, for k > 1, papers among its ``near`` nearest, so a topic is one area of work."""
+    sims = anchors @ anchors.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argsort(-sims, axis=1)[:, :near]
+    first = rng.integers(0, len(anchors), size=n)
+    others = nearest[first[:, None], rng.integers(0, near, size=(n, 2))]
+    return rng.integers(1, 4, size=n), np.column_stack([first, others])
 
 
 def synthetic_vectors(
@@ -138,7 +144,7 @@ def synthetic_vectors(
     Built ``chunk`` rows at a time: done at once, 500k vectors passed through ~6 GB of
     temporaries (three anchors per row, float64 noise), the peak of the whole arXiv-day bench.
     Noise drawn in chunks, in order, is the same stream, so the vectors are the same."""
-    k, picks = drawn if drawn is not None else draw_anchors(len(anchors), n, rng)
+    k, picks = drawn if drawn is not None else draw_anchors(anchors, n, rng)
     out = np.empty((n, anchors.shape[1]), dtype=np.float32)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)

@@ -90,7 +90,7 @@ def build(papers, anchors: np.ndarray, n_users: int, sigma: float, seed: int = 0
     """``n_users`` synthetic readers x 5 topics, each topic drawn around 1-3 of ``papers`` (whose
     vectors are ``anchors``), in those papers' words (``bench.data``)."""
     rng = np.random.default_rng(seed)
-    drawn = data.draw_anchors(len(anchors), n_users * 5, rng)
+    drawn = data.draw_anchors(anchors, n_users * 5, rng)
     vectors = data.synthetic_vectors(anchors, n_users * 5, sigma, rng, drawn=drawn)
     return data.synthetic_profiles(
         n_users, 5, data.real_topics(), vectors, mode=mode, words=(papers, *drawn), seed=seed
