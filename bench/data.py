@@ -122,7 +122,9 @@ def calibrate_sigma(topic_vectors: np.ndarray, paper_vectors: np.ndarray, dim: i
     return float(np.sqrt((1 / target**2 - 1) / dim)), target
 
 
-def draw_anchors(anchors: np.ndarray, n: int, rng: np.random.Generator, near: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def draw_anchors(
+    anchors: np.ndarray, n: int, rng: np.random.Generator, near: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """(k, picks): row r is drawn around anchors ``picks[r, :k[r]]``, 1-3 of them: a random
     paper and, for k > 1, papers among its ``near`` nearest, so a topic is one area of work."""
     sims = anchors @ anchors.T
