@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import gc
 import math
-from array import array
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
