@@ -19,10 +19,10 @@ one area of work. Such topics match 0.42 % of the day's papers each; the real to
 
 Until this was so, every synthetic topic took a real topic's words while its vector pointed
 elsewhere: 100k readers shared 20 sets of words (four bundles of five topics), which flattered
-the scorer about sixfold (its lexical stage and rules work per distinct set of words: 2,000
-papers x 100k readers took 4.6 s, and 30.9 s with each reader's own words until the scorer
-was reworked for them: 20.5 s now) and made one paper about
-LLM quantization match 69 % of the readers on its words alone.
+the scorer several times over (its lexical stage and rules work per distinct set of words:
+2,000 papers x 100k readers took 4.6 s, and 30.9 s with each reader's own words until the
+scorer was reworked for them, 20.5 s now) and made one paper about LLM quantization match 69 %
+of the readers on its words alone.
 """
 
 from __future__ import annotations
