@@ -53,10 +53,10 @@ def dense_stage_s(index: ProfileIndex, vectors: np.ndarray, chunk: int = 256, *,
         if bf16:  # the papers rounded per batch, the topics' bfloat16 blocks as the scorer keeps them
             q = torch.from_numpy(vectors[s : s + chunk]).to(torch.bfloat16)
             for a in range(0, len(index), block):
-                torch.mm(q, index.bf16_block(a, a + block).T)
+                torch.mm(index.bf16_block(a, a + block), q.T)
         else:
             for a in range(0, len(index), block):
-                vectors[s : s + chunk] @ matrix[a : a + block].T
+                matrix[a : a + block] @ vectors[s : s + chunk].T
     return time.perf_counter() - t
 
 

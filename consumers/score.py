@@ -16,8 +16,8 @@ Rules, in order: a topic's ``categories`` filter, an ``exclude`` term vetoes, a 
 always matches (score lifted to at least 1.0), then the topic's ``min_score`` (default 0.40).
 
 How it stays fast at 100k readers: both cosines are matrix products over every pair (dense: one
-GEMM; lexical: sparse TF-IDF rows of the papers times the topics' queries), taken in blocks of
-papers x topics so memory stays bounded. Keywords add at most 0.05, so ``0.5 dense + 2 lexical +
+GEMM; lexical: the topics' sparse TF-IDF queries times the papers' words, in float32, and again
+in float64 for the pairs judged), taken in blocks of topics x papers so memory stays bounded. Keywords add at most 0.05, so ``0.5 dense + 2 lexical +
 0.05 + feedback`` bounds a pair's score from above; only pairs whose bound reaches their
 threshold, and pairs with a followed author, go on to the rules (as arrays, once per paper and
 distinct set of rules; a one-word keyword is looked up in the paper's words, other terms are
@@ -74,8 +74,10 @@ AUTHOR_SCORE = 1.0
 # eval sets, 0.15 is past the 95th percentile and lost no pair that reached its threshold; it
 # keeps papers whose meanings are far apart (dense below ~0.1) from matching on shared words alone.
 LEXICAL_CEILING = 0.15
-# Blocks of papers x topics: at most this many float32 cells at a time (32 MB per array).
+# Blocks of topics x papers: at most this many float32 cells at a time (32 MB per array).
 _BLOCK_CELLS = 1 << 23
+# Papers scored together (``score_columns``): each block of topic vectors is read once per this many.
+_STEP_PAPERS = 256
 # The bound by runs of topics (``_reach``) when the runs of a block average this many topics.
 _RUN_MIN = 64
 # The bound is tested in float32 on block products and the judge recomputes in float64: a pair
@@ -149,7 +151,7 @@ class _Queries:
         self._cols = array("q")
         self._tf = array("d")
         self.raw: sparse.csr_matrix | None = None
-        self._cached: tuple[int, int, sparse.csr_matrix] | None = None
+        self._cached: tuple[int, int, sparse.csr_matrix, sparse.csr_matrix] | None = None
 
     def row(self, topic: Topic, keywords: tuple[str, ...]) -> int:
         key = (topic.name, topic.description, keywords)  # no text built for a topic seen before
@@ -178,10 +180,11 @@ class _Queries:
         self._terms = list(self.vocab)
         del self._by_text, self._by_words, self._indptr, self._cols, self._tf  # only needed while building
 
-    def weighted(self, freq: DocFreq, *, cache: bool) -> sparse.csr_matrix:
-        """Unit-length TF-IDF rows for the counts in ``freq`` (queries x words)."""
+    def weighted(self, freq: DocFreq, *, cache: bool) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        """Unit-length TF-IDF rows for the counts in ``freq`` (queries x words), in float64 and
+        in float32."""
         if cache and self._cached is not None and self._cached[:2] == (id(freq), freq.n):
-            return self._cached[2]
+            return self._cached[2:]
         assert self.raw is not None
         idf = np.array([freq.idf(t) for t in self._terms], dtype=np.float64)
         q = self.raw.copy()
@@ -190,9 +193,10 @@ class _Queries:
         norms = np.sqrt(np.bincount(np.repeat(np.arange(q.shape[0]), per_row), q.data**2, minlength=q.shape[0]))
         norms[norms == 0] = 1.0  # a topic with no content words: every cosine is 0, as before
         q.data /= np.repeat(norms, per_row)
+        q32 = q.astype(np.float32)
         if cache:
-            self._cached = (id(freq), freq.n, q)
-        return q
+            self._cached = (id(freq), freq.n, q, q32)
+        return q, q32
 
     def papers(self, papers: list[Paper], freq: DocFreq) -> sparse.csr_matrix:
         """Unit-length TF-IDF rows of the papers, normalised over all their words but kept only
@@ -362,56 +366,72 @@ class ProfileIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(ii), np.concatenate(jj)
 
-    def _reach(self, dense, lexical: np.ndarray, a: int, b: int, slack: float) -> np.ndarray:  # noqa: ANN001
-        """Flat indices into ``dense`` (papers x topics ``a:b``: a float32 array, or a bfloat16
+    def _reach(self, dense, lexical: np.ndarray, a: int, b: int, q0: int, slack: float) -> np.ndarray:  # noqa: ANN001
+        """Flat indices into ``dense`` (topics ``a:b`` x papers: a float32 array, or a bfloat16
         tensor ``slack`` from exact) of the pairs whose score bound, ``dense + 4 lexical``, reaches
-        the topic's ``need``, or could."""
-        scale = np.float32(LEXICAL_WEIGHT / DENSE_WEIGHT)
+        the topic's ``need``, or could. ``lexical`` holds 4 x the lexical cosines of the queries
+        from ``q0`` on (queries x papers, float32)."""
         lo, hi = np.searchsorted(self._run_stops, a, side="right"), np.searchsorted(self._run_starts, b)
+        runs = (hi - lo) * _RUN_MIN <= b - a  # long runs: readers who share a topic's words
         if isinstance(dense, np.ndarray):
-            if (hi - lo) * _RUN_MIN <= b - a:
-                # Long runs (readers who share a topic's words): per run, one threshold per paper.
+            if runs:  # per run, one threshold per paper
                 mask = np.empty(dense.shape, dtype=bool)
                 for r in range(lo, hi):
                     s, e = max(a, int(self._run_starts[r])), min(b, int(self._run_stops[r]))
-                    need = self._need[s] - scale * lexical[:, self._query_rows[s]]
-                    np.greater_equal(dense[:, s - a : e - a], need[:, None], out=mask[:, s - a : e - a])
+                    need = self._need[s] - lexical[self._query_rows[s] - q0]
+                    np.greater_equal(dense[s - a : e - a], need, out=mask[s - a : e - a])
             else:  # every reader's own words: the bound pair by pair
-                bound = lexical[:, self._query_rows[a:b]]
-                bound *= scale
+                bound = np.take(lexical, self._query_rows[a:b] - q0, axis=0)
                 bound += dense
-                mask = bound >= self._need[a:b]
+                mask = bound >= self._need[a:b, None]
             return np.flatnonzero(mask)
         import torch
 
-        if (hi - lo) * _RUN_MIN <= b - a:
+        if runs:
             # The same per-run test, on the bfloat16 products against bfloat16 thresholds rounded
             # down (``_bf16_floor``), so no pair within ``slack`` of its threshold is lost.
             tmask = torch.empty(tuple(dense.shape), dtype=torch.bool)
             for r in range(lo, hi):
                 s, e = max(a, int(self._run_starts[r])), min(b, int(self._run_stops[r]))
-                need = _bf16_floor(self._need[s] - slack - scale * lexical[:, self._query_rows[s]])
-                torch.ge(dense[:, s - a : e - a], need[:, None], out=tmask[:, s - a : e - a])
+                need = _bf16_floor(self._need[s] - slack - lexical[self._query_rows[s] - q0])
+                torch.ge(dense[s - a : e - a], need, out=tmask[s - a : e - a])
         else:
-            bound = torch.from_numpy(lexical[:, self._query_rows[a:b]] * scale)
+            bound = torch.from_numpy(np.take(lexical, self._query_rows[a:b] - q0, axis=0))
             bound += dense  # float32 += bfloat16: exact widening
-            tmask = bound >= torch.from_numpy(self._need[a:b] - np.float32(slack))
+            tmask = bound >= torch.from_numpy(self._need[a:b, None] - np.float32(slack))
         return np.flatnonzero(tmask.numpy())
 
     def _bounded(
-        self, vectors: np.ndarray, lexical: np.ndarray, fb_cols: np.ndarray, fb_adj: np.ndarray, *, every: bool
+        self,
+        vectors: np.ndarray,
+        queries: sparse.csr_matrix,
+        words: np.ndarray,
+        fb_cols: np.ndarray,
+        fb_adj: np.ndarray,
+        *,
+        every: bool,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """Pairs (rows of ``vectors``, topics) whose score bound reaches their threshold (``every``:
         all pairs), block by block, with their dense cosines, and how far those may be from exact.
+        ``queries`` (float32) times ``words`` (words x papers) are 4 x the lexical cosines.
+
+        Topics a block at a time, against every paper of the call, all as topics x papers: each
+        block of topic vectors is read once per call, and a block's lexical cosines are those of
+        the run of queries its topics use (topics are sorted by query). With papers the outer loop
+        and papers x topics, readers in their own words (400k distinct queries) left room for ~20
+        papers per block: the products were bound by reading the topics, and gathering the
+        lexical cosines across the layout took 4x as long.
+
+        The bound's lexical cosines are float32 products: a sum of n non-negative products of
+        unit vectors' weights, so within about n x 2^-24 of the float64 one (~4e-6 x 4 for a
+        60-word query), far inside ``_MARGIN``. The judge gets float64 ones (``_pair_cosines``).
 
         With the bfloat16 stage the products come from bfloat16 copies of both sides (2-3x the
         float32 rate where ``bf16_products_faster``) and each is within ``slack`` of the exact cosine; every
         test against them is widened by ``slack``, so no pair that could match is dropped, and
         ``score_columns`` recomputes exactly the pairs whose outcome the rounding could change."""
-        ii: list[np.ndarray] = []
-        jj: list[np.ndarray] = []
-        sims: list[np.ndarray] = []
-        block = max(1, _BLOCK_CELLS // max(1, len(vectors)))
+        n = len(vectors)
+        block = max(1, _BLOCK_CELLS // max(1, n))
         slack = 0.0
         lo = None
         if self.bf16 and not every:
@@ -419,28 +439,31 @@ class ProfileIndex:
 
             lo = torch.from_numpy(vectors).to(torch.bfloat16)
             slack = _bf16_slack(_norms(vectors), self._topic_norms)
-        for a in range(0, len(self.rules), block):
+
+        def pairs(a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             b = min(len(self.rules), a + block)
+            q0, q1 = int(self._query_rows[a]), int(self._query_rows[b - 1]) + 1
             if lo is None:
-                dense = vectors @ self.block(a, b).T
+                dense = self.block(a, b) @ vectors.T
             else:
-                dense = torch.mm(lo, self.bf16_block(a, b).T)
+                dense = torch.mm(self.bf16_block(a, b), lo.T)
             if every:
                 flat = np.arange(dense.shape[0] * dense.shape[1])
             else:
-                flat = self._reach(dense, lexical, a, b, slack)
+                lexical = queries[q0:q1] @ words
+                flat = self._reach(dense, lexical, a, b, q0, slack)
                 lo_fb, hi_fb = np.searchsorted(fb_cols, [a, b])
                 if hi_fb > lo_fb:  # topics with reader feedback: their nudge widens the bound, pair by pair
                     fb = fb_cols[lo_fb:hi_fb]
-                    cols = fb - a
-                    lifted = LEXICAL_WEIGHT * lexical[:, self._query_rows[fb]] + fb_adj[:, lo_fb:hi_fb]
-                    bound = _floats(dense[:, cols if lo is None else torch.from_numpy(cols)]) + lifted / DENSE_WEIGHT
-                    fi, fk = np.nonzero(bound >= self._need[fb] - np.float32(slack))
-                    flat = np.union1d(flat, fi * (b - a) + cols[fk])
-            i, j = np.divmod(flat, b - a)
-            ii.append(i)
-            jj.append(j + a)
-            sims.append(_floats(dense.reshape(-1)[flat if lo is None else torch.from_numpy(flat)]))
+                    rows = fb - a
+                    lifted = lexical[self._query_rows[fb] - q0] + fb_adj[:, lo_fb:hi_fb].T / DENSE_WEIGHT
+                    bound = _floats(dense[rows if lo is None else torch.from_numpy(rows)]) + lifted
+                    pk, pi = np.nonzero(bound >= self._need[fb, None] - np.float32(slack))
+                    flat = np.union1d(flat, rows[pk] * n + pi)
+            j, i = np.divmod(flat, n)
+            return i, j + a, _floats(dense.reshape(-1)[flat if lo is None else torch.from_numpy(flat)])
+
+        ii, jj, sims = zip(*map(pairs, range(0, len(self.rules), block)), strict=True)
         return np.concatenate(ii), np.concatenate(jj), np.concatenate(sims), slack
 
     def _exact(self, vectors: np.ndarray, rows: np.ndarray, topics: np.ndarray) -> np.ndarray:
@@ -472,7 +495,7 @@ class ProfileIndex:
         if freq is None:  # no running counts: the batch itself says which words are common
             freq = DocFreq()
             freq.add(p.text for p in papers)
-        queries = self._queries.weighted(freq, cache=self.doc_freq is not None)
+        queries, queries32 = self._queries.weighted(freq, cache=self.doc_freq is not None)
         paper_rows = self._queries.papers(papers, freq)
         fb_cols = np.array(sorted(self.feedback), dtype=np.int64)
         fb_adj = (
@@ -481,19 +504,18 @@ class ProfileIndex:
             else np.zeros((len(papers), 0), np.float32)
         )
         n_topics = len(self.rules)
-        # Papers per block: the lexical cosines of a block (papers x distinct queries) stay bounded too.
-        step = max(1, min(len(papers), _BLOCK_CELLS // max(len(self._queries), n_topics if every else 1)))
+        # Papers per call of ``_bounded``: as many as the matcher takes at once, fewer where every
+        # pair is kept (``every``), so the pairs of a call stay bounded.
+        step = max(1, min(len(papers), _STEP_PAPERS, _BLOCK_CELLS // n_topics if every else _STEP_PAPERS))
         found = _Occurs(papers)
         parts: list[Scored] = []
         self.last_candidates = self.last_exact = 0
+        scale = LEXICAL_WEIGHT / DENSE_WEIGHT  # a power of two: scaling the papers' weights by it is exact
         for s in range(0, len(papers), step):
             e = min(len(papers), s + step)
-            # float64, (papers, distinct queries), column-major: the sparse queries times the block's
-            # papers as a dense words x papers matrix. A sparse x sparse product counted, built
-            # and densified a result that is dense anyway: 2.5x as long at 390k distinct queries.
-            lexical = (queries @ paper_rows[s:e].T.toarray()).T
+            words = paper_rows[s:e].T.toarray()  # words x papers, float64
             ii, jj, sims, slack = self._bounded(
-                vectors[s:e], lexical.astype(np.float32), fb_cols, fb_adj[s:e], every=every
+                vectors[s:e], queries32, (words * scale).astype(np.float32), fb_cols, fb_adj[s:e], every=every
             )
             followed = np.zeros(len(ii), dtype=bool)
             if not every:  # followed authors match whatever their score: judged even if the bound says no
@@ -502,7 +524,6 @@ class ProfileIndex:
                 keys, first = np.unique(np.concatenate([ii * n_topics + jj, fi * n_topics + fj]), return_index=True)
                 ii, jj, sims = keys // n_topics, keys % n_topics, np.concatenate([sims, fsims])[first]
                 followed = np.isin(keys, fi * n_topics + fj)
-            lex = lexical[ii, self._query_rows[jj]]
             adj = np.zeros(len(ii), np.float32)
             if len(fb_cols):
                 k = np.searchsorted(fb_cols, jj).clip(max=len(fb_cols) - 1)
@@ -516,7 +537,8 @@ class ProfileIndex:
                     best_case[near] = (DENSE_WEIGHT * sims[near] + LEXICAL_WEIGHT * LEXICAL_CEILING + KEYWORD_WEIGHT
                                        + adj[near])
                 keep = (best_case >= self.thresholds[jj]) | followed
-                ii, jj, sims, lex, adj = ii[keep], jj[keep], sims[keep], lex[keep], adj[keep]
+                ii, jj, sims, adj = ii[keep], jj[keep], sims[keep], adj[keep]
+            lex = _pair_cosines(queries, words, ii, self._query_rows[jj])
             self.last_candidates += len(ii)
             parts.append(self._judge(papers, vectors, s, ii, jj, sims, lex, adj, found, every=every, slack=slack))
         return Scored.concat(self, papers, vectors, parts)
@@ -727,6 +749,19 @@ class _RuleSet:
     def keyword_bonus(self) -> float:
         """The most keywords can add (the score bound needs it before any paper is read)."""
         return KEYWORD_WEIGHT * min(sum(1 for k in self.keywords if k.strip()), 3) / 3
+
+
+def _pair_cosines(queries: sparse.csr_matrix, words: np.ndarray, papers: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``(queries @ words)[rows, papers]`` in float64, summed in the same order as that product,
+    computed only for these pairs: the lexical cosines the judge scores with."""
+    out = np.zeros(len(rows))
+    for a in range(0, len(rows), _EXACT_RUN * 16):
+        r, p = rows[a : a + _EXACT_RUN * 16], papers[a : a + _EXACT_RUN * 16]
+        starts, lens = queries.indptr[r], np.diff(queries.indptr)[r]
+        at = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        terms = queries.data[at] * words[queries.indices[at], np.repeat(p, lens)]
+        out[a : a + len(r)] = np.bincount(np.repeat(np.arange(len(r)), lens), terms, minlength=len(r))
+    return out
 
 
 def _ragged(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
