@@ -24,8 +24,8 @@ distinct set of rules; a one-word keyword is looked up in the paper's words, oth
 searched, once per paper and term) and become Matches: about 0.6 % of pairs on the bench's data,
 most of which do match. The bound only skips pairs that cannot match: the results are those of
 judging every pair. With readers in their own words (every topic its own query and rules) the
-lexical cosines and the rules are most of the cost: 2,000 papers x 100k readers take ~21 s, of
-which 2.2 s are the dense products (``make bench``).
+lexical cosines and the rules are most of the cost: 2,000 papers x 100k readers take ~34 s on
+a slow 2-core Zen 3 in float32, of which 8.9 s are the dense products (``make bench``).
 
 Where bfloat16 products run well above float32's rate (``paperwire.cpu.bf16_products_faster``:
 Intel AMX, about 3x; AMD Zen 4's AVX-512 BF16, measured at 2.1-2.4x) an index of 20k topics or
