@@ -17,15 +17,16 @@ always matches (score lifted to at least 1.0), then the topic's ``min_score`` (d
 
 How it stays fast at 100k readers: both cosines are matrix products over every pair (dense: one
 GEMM; lexical: the topics' sparse TF-IDF queries times the papers' words, in float32, and again
-in float64 for the pairs judged), taken in blocks of topics x papers so memory stays bounded. Keywords add at most 0.05, so ``0.5 dense + 2 lexical +
-0.05 + feedback`` bounds a pair's score from above; only pairs whose bound reaches their
-threshold, and pairs with a followed author, go on to the rules (as arrays, once per paper and
-distinct set of rules; a one-word keyword is looked up in the paper's words, other terms are
-searched, once per paper and term) and become Matches: about 0.6 % of pairs on the bench's data,
-most of which do match. The bound only skips pairs that cannot match: the results are those of
-judging every pair. With readers in their own words (every topic its own query and rules) the
-lexical cosines and the rules are most of the cost: 2,000 papers x 100k readers take ~34 s on
-a slow 2-core Zen 3 in float32, of which 8.9 s are the dense products (``make bench``).
+in float64 for the pairs judged), taken in blocks of topics x papers so memory stays bounded.
+Keywords add at most 0.05, so ``0.5 dense + 2 lexical + 0.05 + feedback`` bounds a pair's score
+from above; only pairs whose bound reaches their threshold, and pairs with a followed author, go
+on to the rules (as arrays, once per paper and distinct set of rules; a one-word keyword is
+looked up in the paper's words, other terms are searched, once per paper and term) and become
+Matches: about 0.6 % of pairs on the bench's data, most of which do match. The bound only skips
+pairs that cannot match: the results are those of judging every pair. With readers in their own
+words (every topic its own query and rules) the lexical cosines and the rules are most of the
+cost: 2,000 papers x 100k readers take ~34 s on a slow 2-core Zen 3 in float32, of which 8.9 s
+are the dense products (``make bench``).
 
 Where bfloat16 products run well above float32's rate (``paperwire.cpu.bf16_products_faster``:
 Intel AMX, about 3x; AMD Zen 4's AVX-512 BF16, measured at 2.1-2.4x) an index of 20k topics or
@@ -267,6 +268,9 @@ class ProfileIndex:
         self._kw_ptr, self._kw_ids = _ragged([[ids.setdefault(w, len(ids)) for w in r.keywords] for r in sets])
         self._ex_ptr, self._ex_ids = _ragged([[ids.setdefault(w, len(ids)) for w in r.exclude] for r in sets])
         self._words = list(ids)
+        self._one_word = np.empty(len(ids), dtype=object)  # each word as a 1-tuple, for ``_judge``
+        for n, w in enumerate(self._words):
+            self._one_word[n] = (w,)
         self._has_categories = np.array([bool(rs.categories) for rs in self._rule_sets], dtype=bool)
         keyword_bonus = np.array([rs.keyword_bonus for rs in self._rule_sets] or [0.0])[np.array(rule_set_of, np.int64)]
         # The bound a pair must reach, in dense-cosine units: dense + 4 lexical (+ 2 feedback) >= need.
@@ -618,13 +622,18 @@ class ProfileIndex:
         # In the profiles' order: by paper, then by each topic's place in the profiles.
         idx = np.flatnonzero(keep)
         # The keywords found and categories shared, as lists only for the (paper, rule set) pairs kept.
-        keywords: list[tuple[str, ...]] = [()] * len(keys)
+        found_words = np.empty(len(keys), dtype=object)
+        found_words.fill(())
         wanted = np.isin(hit_keys, inv[idx])
         hit_keys, hit_words = hit_keys[wanted], hit_words[wanted]
-        cuts = np.flatnonzero(np.diff(hit_keys)) + 1
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(hit_keys)], strict=True):
-            if b > a:
-                keywords[int(hit_keys[a])] = tuple(self._words[w] for w in hit_words[a:b].tolist())
+        first = np.flatnonzero(np.r_[True, np.diff(hit_keys) != 0]) if len(hit_keys) else np.zeros(0, np.int64)
+        n_hits = np.diff(np.r_[first, len(hit_keys)])
+        # Most pairs find one keyword: its tuple is made once per index, and placed as an array.
+        one = first[n_hits == 1]
+        found_words[hit_keys[one]] = self._one_word[hit_words[one]]
+        for a, n in zip(first[n_hits > 1].tolist(), n_hits[n_hits > 1].tolist(), strict=True):
+            found_words[hit_keys[a]] = tuple(self._words[w] for w in hit_words[a : a + n].tolist())
+        keywords: list[tuple[str, ...]] = found_words.tolist()
         categories: list[tuple[str, ...]] = [()] * len(keys)
         for u, names in shared.items():
             categories[u] = tuple(names)
