@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from consumers.embed import DIM, MODEL_NAME, Embedder, default_model_path, quiet_offline_env
-from paperwire.cpu import native_bf16
+from paperwire.cpu import native_bf16, usable_cores
 from paperwire.settings import default_model_cache_dir
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ class _Batched:
         self.tokenizer = Tokenizer.from_file(str(Path(self.path) / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()  # padding is per batch, to that batch's longest text
-        self.workers = max(1, threads or _usable_cores())
+        self.workers = max(1, threads or usable_cores())
         self._pool: ThreadPoolExecutor | None = None
 
     def _hidden(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
@@ -375,13 +375,6 @@ class Bf16Embedder(_Batched):
                 token_type_ids=torch.from_numpy(types),
             ).last_hidden_state
         return out.float().numpy()
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -9,6 +10,14 @@ from functools import lru_cache
 # The scorer's bfloat16 first stage (``consumers.score``) also recomputes ~8 % of its candidate
 # pairs exactly; it pays where bfloat16 products run at least this much faster than float32.
 BF16_MIN_SPEEDUP = 1.5
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (containers and taskset narrow it), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=1)

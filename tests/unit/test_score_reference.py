@@ -152,7 +152,8 @@ def assert_same(got: list[Match], want: list[Match], *, slack: float = 0.0) -> N
 @pytest.mark.parametrize("top", [None, 7])
 @pytest.mark.parametrize("runs", [1, 10**9], ids=["by-runs", "pair-by-pair"])
 @pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bfloat16"])
-def test_block_scorer_equals_judging_every_pair(world, counts, top, runs, bf16, monkeypatch):  # noqa: ANN001
+@pytest.mark.parametrize("workers", [1, 3], ids=["one-thread", "three-threads"])
+def test_block_scorer_equals_judging_every_pair(world, counts, top, runs, bf16, workers, monkeypatch):  # noqa: ANN001
     papers, pv, profiles, vectors, seeds, feedback = world
     if top is not None:  # every pair is judged: fewer papers keep the reference quick
         papers, pv = papers[:30], pv[:30]
@@ -163,9 +164,11 @@ def test_block_scorer_equals_judging_every_pair(world, counts, top, runs, bf16, 
     want = reference(profiles, vectors, papers, pv, freq=freq, seeds=seeds, feedback=feedback, top=top)
     monkeypatch.setattr(scoring, "_BLOCK_CELLS", 997)  # many small blocks: the seams must not show
     monkeypatch.setattr(scoring, "_RUN_MIN", runs)  # the bound for topics sharing words, or pair by pair
+    monkeypatch.setattr(scoring, "_MIN_PART", 16)  # threads: each its own range of ~65 topics
     # bfloat16: the first stage of big indexes on CPUs with native bfloat16 (any CPU computes it
     # right, most of them slowly). Which pairs match must not change; a cosine may move by slack.
-    index = ProfileIndex(profiles, vectors, doc_freq=freq, seeds=seeds, feedback=feedback, bf16=bf16)
+    index = ProfileIndex(profiles, vectors, doc_freq=freq, seeds=seeds, feedback=feedback, bf16=bf16, workers=workers)
+    assert len(index._ranges()) == workers
     got = index.score(papers, pv, top=top)
     assert_same(got, want, slack=scoring._BF16_ERR if bf16 and top is None else 0.0)
     if bf16 and top is None:  # pairs near a threshold were recomputed exactly, and were needed
