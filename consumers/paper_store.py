@@ -19,7 +19,7 @@ from collections import Counter
 
 import redis
 
-from consumers.lexical import DocFreq, terms
+from consumers.lexical import DocFreq, term_counts
 from paperwire.models import Paper
 from paperwire.settings import Settings
 
@@ -61,7 +61,7 @@ def count_terms(r: redis.Redis, settings: Settings, papers: list[Paper], freq: D
         return
     counts: Counter[str] = Counter()
     for p in papers:
-        counts.update(set(terms(p.text)))
+        counts.update(term_counts(p.text).keys())
     pipe = r.pipeline(transaction=False)
     for term, n in counts.items():
         pipe.hincrby(settings.key("df"), term, n)

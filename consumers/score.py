@@ -67,7 +67,7 @@ import numpy as np
 from scipy import sparse
 
 from consumers.learning import TopicFeedback, adjustments
-from consumers.lexical import DocFreq, terms
+from consumers.lexical import DocFreq, term_counts, terms
 from paperwire.cpu import bf16_products_faster, usable_cores
 from paperwire.models import Match, Paper, Profile, Reasons, Topic
 
@@ -216,7 +216,7 @@ class _Queries:
         cols: list[int] = []
         weights: list[float] = []
         for p in papers:
-            w = {t: (1.0 + math.log(c)) * freq.idf(t) for t, c in Counter(terms(p.text)).items()}
+            w = {t: (1.0 + math.log(c)) * freq.idf(t) for t, c in term_counts(p.text).items()}
             norm = math.sqrt(sum(v * v for v in w.values())) or 1.0
             for t, v in w.items():
                 col = self.vocab.get(t)
