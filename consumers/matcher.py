@@ -54,6 +54,7 @@ class MatcherStage(stream.Stage[Paper]):
         self.index = ProfileIndex([], {})
         self.freq: DocFreq | None = None
         self.profiles: list[Profile] = []
+        self.trending_readers: list[Profile] = []  # the enabled profiles that opted in to trending
         self.stats = {"papers": 0, "matches": 0}
 
     def decode(self, record: ConsumerRecord) -> Paper:
@@ -71,6 +72,7 @@ class MatcherStage(stream.Stage[Paper]):
                 snap.profiles, snap.vectors, doc_freq=self.freq, seeds=with_liked(snap.seeds, votes), feedback=votes
             )
             self.profiles = snap.profiles
+            self.trending_readers = [p for p in snap.profiles if p.enabled and p.trending.enabled]
             # The profiles and index live until the next reload: take them out of the cyclic
             # collector's sight, or every full collection walks them all again (profiled at 10k
             # readers: half a second in a batch's bookkeeping). They are still freed, by reference
@@ -176,7 +178,7 @@ class MatcherStage(stream.Stage[Paper]):
 
     def trending(self, papers: list[Paper], vectors: np.ndarray, already: set[tuple[str, str]]) -> list[Match]:
         """Trending matches for opted-in readers, at most ``trending.max`` per reader per UTC day."""
-        opted = [p for p in self.profiles if p.enabled and p.trending.enabled]
+        opted = self.trending_readers  # listed once per load: 10k profiles per batch showed in the profile
         if not opted or not any(p.upvotes is not None for p in papers):
             return []
         sims = self.index.similarities(vectors)
