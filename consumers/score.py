@@ -217,21 +217,25 @@ class _Queries:
     def papers(self, papers: list[Paper], freq: DocFreq) -> sparse.csr_matrix:
         """Unit-length TF-IDF rows of the papers, normalised over all their words but kept only
         on the topics' vocabulary (a word no topic has adds nothing to a cosine)."""
-        indptr = [0]
-        cols: list[int] = []
-        weights: list[float] = []
-        for p in papers:
-            w = {t: (1.0 + math.log(c)) * freq.idf(t) for t, c in term_counts(p.text).items()}
-            norm = math.sqrt(sum(v * v for v in w.values())) or 1.0
-            for t, v in w.items():
-                col = self.vocab.get(t)
-                if col is not None:
-                    cols.append(col)
-                    weights.append(v / norm)
-            indptr.append(len(cols))
+        counts = [term_counts(p.text) for p in papers]
+        # Each distinct term of the batch once: its idf and its column (-1: no topic has it).
+        number: dict[str, int] = {}
+        term = np.array([number.setdefault(t, len(number)) for c in counts for t in c], dtype=np.int64)
+        idf = np.array([freq.idf(t) for t in number], dtype=np.float64)
+        col = np.array([self.vocab.get(t, -1) for t in number], dtype=np.int64)
+        tf = np.array([n for c in counts for n in c.values()], dtype=np.int64)
+        # The same float64 operations, in the same order, as ``lexical.tfidf`` on one text (its
+        # logs are math.log's; numpy's may differ in the last bit).
+        log_tf = np.array([1.0 + math.log(n) for n in range(1, int(tf.max(initial=1)) + 1)])
+        weight = log_tf[tf - 1] * idf[term]
+        row = np.repeat(np.arange(len(papers)), [len(c) for c in counts])
+        norm = np.sqrt(np.bincount(row, weight * weight, minlength=len(papers)))
+        norm[norm == 0] = 1.0
+        kept = col[term] >= 0
+        indptr = np.zeros(len(papers) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum(np.bincount(row[kept], minlength=len(papers)))
         return sparse.csr_matrix(
-            (np.array(weights, dtype=np.float64), np.array(cols, dtype=np.int64), np.array(indptr, dtype=np.int64)),
-            shape=(len(papers), len(self.vocab)),
+            (weight[kept] / norm[row[kept]], col[term[kept]], indptr), shape=(len(papers), len(self.vocab))
         )
 
 
@@ -526,7 +530,6 @@ class ProfileIndex:
             freq = DocFreq()
             freq.add(p.text for p in papers)
         queries, queries32 = self._queries.weighted(freq, cache=self.doc_freq is not None)
-        paper_rows = self._queries.papers(papers, freq)
         fb_cols = np.array(sorted(self.feedback), dtype=np.int64)
         fb_adj = (
             adjustments(vectors, {k: self.feedback[int(j)] for k, j in enumerate(fb_cols)}, len(fb_cols))
@@ -543,27 +546,31 @@ class ProfileIndex:
         scale = LEXICAL_WEIGHT / DENSE_WEIGHT  # a power of two: scaling the papers' weights by it is exact
         ranges = self._ranges()
         none = np.zeros(0, np.int64)
-        for s in range(0, len(papers), step):
+
+        def batch(s: int) -> _Step:
             e = min(len(papers), s + step)
-            words = paper_rows[s:e].T.toarray()  # words x papers, float64
+            words = self._queries.papers(papers[s:e], freq).T.toarray()  # words x papers, float64
             present = np.flatnonzero(words.any(axis=1))
-            step_ = _Step(
-                s,
-                vectors[s:e],
-                words,
-                (words[present] * scale).astype(np.float32),
-                present,
-                fb_adj[s:e],
-                self._followed(papers, s, e) if not every else (none, none),
-            )
-            if len(ranges) == 1:
-                parts.append(self._part(papers, vectors, step_, queries, queries32, fb_cols, found, ranges[0], every))
-                continue
-            found.prepare(s, e)  # the workers share it: only lookups from here on
-            with _one_blas_thread():  # each worker's products on its own core
-                part = partial(self._part, papers, vectors, step_, queries, queries32, fb_cols, found, every=every)
-                done = self._workers().map(part, ranges)
-                parts.append(Scored.concat(self, papers, vectors, list(done)).in_order())
+            if len(ranges) > 1:
+                found.prepare(s, e)  # the workers share it: they only look these papers' words up
+            followed = self._followed(papers, s, e) if not every else (none, none)
+            words32 = (words[present] * scale).astype(np.float32)
+            return _Step(s, vectors[s:e], words, words32, present, fb_adj[s:e], followed)
+
+        starts = range(0, len(papers), step)
+        if len(ranges) == 1:
+            for s in starts:
+                part = self._part(papers, vectors, batch(s), queries, queries32, fb_cols, found, ranges[0], every)
+                parts.append(part)
+            return Scored.concat(self, papers, vectors, parts)
+        with _one_blas_thread():  # each worker's products on its own core
+            ahead = batch(0)
+            for s in starts:
+                part = partial(self._part, papers, vectors, ahead, queries, queries32, fb_cols, found, every=every)
+                running = [self._workers().submit(part, topics) for topics in ranges]
+                if s + step < len(papers):
+                    ahead = batch(s + step)  # the next batch's words, while the workers score this one
+                parts.append(Scored.concat(self, papers, vectors, [r.result() for r in running]).in_order())
         return Scored.concat(self, papers, vectors, parts)
 
     def _part(
