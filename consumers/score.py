@@ -1062,8 +1062,10 @@ class _Occurs:
                 self.lowered[i] = None
                 return False
             self.lowered.setdefault(i, text.lower())
-            tokens = {self._tokens.setdefault(t, len(self._tokens)) for t in _RUN.findall(self.lowered[i] or "")}
-            self._held[i] = np.array(sorted(tokens), dtype=np.int64)
+            number = self._tokens
+            held = np.array([number.setdefault(t, len(number)) for t in set(_RUN.findall(self.lowered[i] or ""))])
+            held.sort()  # distinct words, so distinct numbers
+            self._held[i] = held.astype(np.int64, copy=False)
         return self.lowered.get(i) is not None
 
     def __call__(self, i: int, term: str) -> bool:
