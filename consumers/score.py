@@ -25,8 +25,8 @@ looked up in the paper's words, other terms are searched, once per paper and ter
 Matches: about 0.6 % of pairs on the bench's data, most of which do match. The bound only skips
 pairs that cannot match: the results are those of judging every pair. With readers in their own
 words (every topic its own query and rules) the lexical cosines and the rules are most of the
-cost: 2,000 papers x 100k readers take ~34 s on a slow 2-core Zen 3 in float32, of which 8.9 s
-are the dense products (``make bench``).
+cost: 2,000 papers x 100k readers take 10.2 s on a 2-core Xeon in float32 (3.0 s of it the dense
+products) and ~34 s on a slow Zen 3 before the threads below (``make bench``).
 
 Each call uses every core (``workers``): the topics are split into one range per worker, and
 each range goes through the whole path above in its own thread, with BLAS on one thread per
