@@ -633,7 +633,9 @@ class ProfileIndex:
 
     def _workers(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="score", initializer=_one_torch_thread)
+            self._pool = ThreadPoolExecutor(
+                self.workers, thread_name_prefix="score", initializer=_one_torch_thread, initargs=(self.bf16,)
+            )
         return self._pool
 
     def _words_found(
@@ -907,12 +909,14 @@ def _one_blas_thread() -> Iterator[None]:
         yield
 
 
-def _one_torch_thread() -> None:
-    """A scorer worker's torch (the bfloat16 products) on one thread: its own OpenMP setting."""
-    import sys
+def _one_torch_thread(bf16: bool) -> None:
+    """A bfloat16 scorer worker's torch on one thread: its own OpenMP setting. Imported here, not
+    looked up in ``sys.modules``: the first call's thread may be importing it at this moment, and
+    only the import waits for that to finish."""
+    if bf16:
+        import torch
 
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+        torch.set_num_threads(1)
 
 
 def _ragged(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

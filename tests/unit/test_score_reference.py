@@ -260,3 +260,53 @@ def test_a_bfloat16_index_keeps_its_vectors_exactly():
     index = ProfileIndex(profiles, vectors, bf16=True)
     assert np.array_equal(index.matrix[np.argsort(index.position)], x)
     assert np.array_equal(index.similarities(x[:3]), x[:3] @ index.matrix.T)
+
+
+def test_a_bfloat16_index_scores_while_torch_is_still_being_imported():
+    """Each worker of a bfloat16 index sets its own torch to one thread when it starts, and the
+    first call may start them while torch is being imported (by the call itself, or by another
+    thread: an embedder loading). A worker must wait for that import, not take the half-imported
+    module from ``sys.modules``: that raised ``BrokenThreadPool`` on a matcher's first call. Here
+    torch's import is held open for a second by a finder that delays it, while the index scores."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib.abc, importlib.machinery, sys, threading, time
+import numpy as np
+from consumers import score as scoring
+from consumers.score import ProfileIndex
+from paperwire.models import Paper, Profile
+
+class Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "torch":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            time.sleep(1.0)  # in sys.modules, not yet run
+            run(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+scoring._MIN_PART = 8
+rng = np.random.default_rng(1)
+x = rng.normal(size=(64, 384)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+profiles = [Profile(id=f"u{j}", email=f"u{j}@example.org", topics=[{"name": "T", "description": "d", "min_score": 0.1}])
+            for j in range(len(x))]
+index = ProfileIndex(profiles, {(f"u{j}", "T"): x[j] for j in range(len(x))}, bf16=True, workers=2)
+assert "torch" not in sys.modules
+sys.meta_path.insert(0, Slow())
+threading.Thread(target=lambda: __import__("torch")).start()
+while "torch" not in sys.modules:
+    time.sleep(0.01)
+papers = [Paper(id=f"p{k}", title="t", abstract="a", url="https://example.org/p", published="2026-11-30T00:00:00Z",
+                source="rss") for k in range(4)]
+got = index.score(papers, x[:4])
+assert {(m.user, m.paper_id) for m in got} >= {(f"u{k}", f"p{k}") for k in range(4)}, got
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
