@@ -64,20 +64,53 @@ class Kept:
         return int(self.start[-1])
 
 
-def digests(parts: list, user_of_row: np.ndarray, topic_of_row: np.ndarray, max_papers: np.ndarray,
+@dataclass
+class Part:
+    """What a digest needs of one ``score_columns`` call, in the smallest types that hold it (the
+    day holds all of them: ~3M rows at 100k readers, 76 MB rather than the scorer's 158 MB)."""
+
+    paper: np.ndarray  # int32, the day's numbering
+    topic: np.ndarray  # int32, the index's row
+    score: np.ndarray  # float64, as judged
+    similarity: np.ndarray  # float32
+    words: np.ndarray  # int32, into keywords
+    keywords: list[tuple[str, ...]]
+    authors: dict[int, list[str]]
+
+    @classmethod
+    def of(cls, scored, first: int) -> Part:  # noqa: ANN001
+        """``scored`` (a ``Scored`` of the papers from ``first`` on)'s rows."""
+        return cls(
+            paper=(scored.paper + first).astype(np.int32),
+            topic=scored.topic.astype(np.int32),
+            score=scored.score,
+            similarity=scored.similarity.astype(np.float32),
+            words=scored.words.astype(np.int32),
+            keywords=scored.keywords,
+            authors=scored.authors,
+        )
+
+    def __len__(self) -> int:
+        return len(self.paper)
+
+
+def digests(parts: list[Part], user_of_row: np.ndarray, topic_of_row: np.ndarray, max_papers: np.ndarray,
             paper_ids: list[str]) -> Kept:  # fmt: skip
-    """What each reader's digest shows of the day's matches (``Scored`` columns, one per batch):
+    """What each reader's digest shows of the day's matches (a ``Part`` per batch):
     each paper once, under its best topic, the reader's ``max_papers`` best in
     ``alerts.render.select``'s order (arXiv papers carry no upvotes, so paper id breaks ties).
     All as arrays: millions of matches, and no Python object per match until a digest is
-    rendered (``_render_shard``, in the rendering processes)."""
+    rendered (``_render_shard``, in the rendering processes). Empties ``parts``."""
     id_rank = np.empty(len(paper_ids), np.int64)
     id_rank[np.argsort(np.array(paper_ids))] = np.arange(len(paper_ids))
     cols = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("paper", "topic", "score", "similarity")}
     word_base = np.cumsum([0] + [len(p.keywords) for p in parts[:-1]])
-    words = np.concatenate([p.words + b for p, b in zip(parts, word_base, strict=True)])
+    words = np.concatenate([p.words + np.int32(b) for p, b in zip(parts, word_base, strict=True)])
     row_base = np.cumsum([0] + [len(p) for p in parts[:-1]])
     authors = {int(b) + r: a for p, b in zip(parts, row_base, strict=True) for r, a in p.authors.items()}
+    keywords = [k for p in parts for k in p.keywords]
+    # Copied: the parts go before the sorts, which make the day's peak.
+    parts.clear()
     user = user_of_row[cols["topic"]]
     order = np.lexsort((id_rank[cols["paper"]], -np.round(cols["score"], 4), user))
     # Each (reader, paper) once: its first row in that order is its best topic.
@@ -95,7 +128,7 @@ def digests(parts: list, user_of_row: np.ndarray, topic_of_row: np.ndarray, max_
         score=cols["score"][order],
         similarity=cols["similarity"][order].astype(np.float64),
         words=words[order],
-        keywords=[k for p in parts for k in p.keywords],
+        keywords=keywords,
         authors={n: authors[int(k)] for n, k in enumerate(order.tolist()) if int(k) in authors} if authors else {},
     )
 
@@ -255,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         paper_ids = [p.id for p in got]
         parts = []
         for s in range(0, len(got), args.chunk):
-            scored = index.score_columns(got[s : s + args.chunk], pv[s : s + args.chunk])
-            scored.paper += s
-            parts.append(scored)
+            parts.append(Part.of(index.score_columns(got[s : s + args.chunk], pv[s : s + args.chunk]), s))
         hits = sum(len(p) for p in parts)
         kept = digests(parts, user_of_row, topic_of_row, max_papers, paper_ids)
         readers = kept.readers()
@@ -265,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(readers), peak_gib())
         # Rendering needs the readers and what their digests show, not the index or the columns.
         n_topics = len(index)
-        del parts, scored, index
+        del index
         gc.collect()
         matched_peak = peak_gib()
         rendering_only = _reset_peak()  # from here on VmHWM is the parent's peak while rendering
