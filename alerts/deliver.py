@@ -199,24 +199,76 @@ def deliver(
 # --- pending: digests, and instant mail held in quiet hours ----------------------------------
 
 
-def add_pending(r: redis.Redis, settings: Settings, matches: list[Match], now: datetime) -> None:
+# Papers kept pending per reader, per paper their email can show (``delivery.max_papers``). A
+# digest shows each paper once, under its best topic, and leaves out what the ledger says was
+# sent, so twice as many are kept; the rest, lowest best score first, are dropped as they come.
+# Uncapped, a weekly reader on the bench's 100k-reader day held ~360 items (137 KB of Redis).
+PENDING_PER_SHOWN = 2
+
+# Rank the batch's papers by their best score (``digest_rank:<user>``), then drop the lowest
+# beyond the cap: from the rank, and their items under each of the reader's topics. KEYS:
+# digest:<user>, digest_rank:<user>. ARGV: papers to keep, n, the n topics, then (paper, score)
+# pairs. Equal scores at the cut go by paper id. Returns how many papers were dropped.
+_KEEP_BEST = """
+local keep, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 3 + n, #ARGV, 2 do
+  redis.call('ZADD', KEYS[2], 'GT', ARGV[i + 1], ARGV[i])
+end
+local over = redis.call('ZCARD', KEYS[2]) - keep
+if over <= 0 then
+  return 0
+end
+local drop = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+for _, paper in ipairs(drop) do
+  for t = 3, 2 + n do
+    redis.call('HDEL', KEYS[1], paper .. '\\31' .. ARGV[t])
+  end
+end
+return over
+"""
+
+
+def add_pending(
+    r: redis.Redis,
+    settings: Settings,
+    matches: list[Match],
+    now: datetime,
+    *,
+    profiles: dict[str, Profile | None] | None = None,
+) -> None:
     """Queue ``matches`` for a later email, in one transaction.
 
     Each item is stored without its paper (0.3 KB of JSON rather than 2.2 KB with a real arXiv
     paper): papers are kept once, in the paper store (``consumers.paper_store``), where the
     matcher put them before publishing their matches. A paper missing there (a match from
     elsewhere) is added, never overwriting the version the matcher stored. A digest shows the
-    paper as stored when it is sent; the ledger records the version the match was for."""
+    paper as stored when it is sent; the ledger records the version the match was for.
+
+    With the readers' ``profiles``, each reader keeps only their best ``PENDING_PER_SHOWN`` x
+    ``delivery.max_papers`` papers (by best score, whatever the topic). Trending picks are not
+    counted: the matcher already caps them per day."""
     if not matches:
         return
     pipe = r.pipeline(transaction=True)
     papers = {m.paper_id: m.paper for m in matches if m.paper is not None}
     for pid, paper in papers.items():
         pipe.hsetnx(settings.key("papers"), pid, paper.model_dump_json())
+    ranked: dict[str, list[str | float]] = {}
     for m in matches:
         item = m.model_copy(update={"version": _version(m), "paper": None})  # the version the reader is sent
         pipe.hset(settings.key("digest", m.user), m.paper_id + "\x1f" + m.topic, item.model_dump_json())
         pipe.set(settings.key("digest_since", m.user), now.timestamp(), nx=True)
+        if profiles and profiles.get(m.user) is not None and not m.reasons.trending:
+            ranked.setdefault(m.user, []).extend((m.paper_id, m.score))
+    keep_best = r.register_script(_KEEP_BEST)
+    for user, pairs in ranked.items():
+        profile = profiles[user]  # type: ignore[index]
+        assert profile is not None
+        topics = [t.name for t in profile.topics]
+        keys = [settings.key("digest", user), settings.key("digest_rank", user)]
+        args = [PENDING_PER_SHOWN * profile.delivery.max_papers, len(topics), *topics, *pairs]
+        keep_best(keys=keys, args=args, client=pipe)
     pipe.execute()
 
 
@@ -317,6 +369,10 @@ def send_due(
         pipe = r.pipeline(transaction=True)
         if done:
             pipe.hdel(key, *done)
+            # A paper leaves the rank once none of its items is left (a missing paper's stay).
+            left = {f.split(b"\x1f")[0] for f in kept}
+            if gone := {f.split(b"\x1f")[0] for f in done} - left:
+                pipe.zrem(settings.key("digest_rank", user), *gone)
         if missing:  # what is left waits for the reader's next slot, with whatever comes in meanwhile
             pipe.set(settings.key("digest_since", user), now.timestamp())
         else:

@@ -89,7 +89,8 @@ class MailerStage(stream.Stage[Match]):
                 self.pending += 1
             else:
                 log.info("user=%s: no enabled profile; match for %s dropped", m.user, m.paper_id)
-        add_pending(self.r, self.settings, later, now)  # one round trip for the batch
+        # One round trip for the batch; each reader keeps only as many papers as their email can use.
+        add_pending(self.r, self.settings, later, now, profiles=profiles)
 
     def flush(self, force: bool) -> bool:
         if not self.buffer:

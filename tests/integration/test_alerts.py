@@ -23,10 +23,11 @@ from pydantic import SecretStr
 
 from alerts import recipients
 from alerts.capture import ClosingController
-from alerts.deliver import add_pending, deliver, send_due, shard_of
+from alerts.deliver import PENDING_PER_SHOWN, add_pending, deliver, send_due, shard_of
 from alerts.mailer import MailerStage
+from alerts.render import select
 from alerts.send import TransientFailure
-from consumers import profile_store
+from consumers import profile_store, trending
 from paperwire.errors import ServiceUnavailable
 from paperwire.models import Match, Paper, Profile, Reasons
 from paperwire.settings import Settings
@@ -464,6 +465,46 @@ def test_a_pending_item_whose_paper_is_gone_stays_pending_and_the_rest_is_sent(s
     assert send_due(s, redis_client, now=now + timedelta(hours=1)).emails == 0
     again = send_due(s, redis_client, now=now + timedelta(days=1))
     assert again.papers == 1 and not redis_client.exists(s.key("digest", "ada"), s.key("digest_since", "ada"))
+
+
+def test_a_readers_pending_items_are_capped_at_what_their_digest_can_use(settings, redis_client, smtp):
+    """A week of matches through the mailer for a weekly reader whose email shows 4 papers: only
+    their best PENDING_PER_SHOWN x 4 papers stay in Redis, under every topic they matched
+    (trending picks all stay), and the digest is the one all the week's matches would have made."""
+    ada = make_profile("ada", mode="weekly", weekday="mon", hour=8, timezone="UTC", max_papers=4, trending=True)
+    ada = ada.model_copy(update={"topics": [*ada.topics, ada.topics[0].model_copy(update={"name": "Grasping"})]})
+    store(settings, redis_client, ada)
+    s = at(settings, smtp)
+    scores = np.random.default_rng(4).permutation(np.arange(4000, 9000, 25))[: 7 * 15] / 10_000  # no ties
+    week: list[Match] = []
+    for day in range(7):
+        batch = [make_match("ada", f"2611.{day}{k:04d}").model_copy(update={"score": float(scores[day * 15 + k])})
+                 for k in range(15)]  # fmt: skip
+        # The day's best paper also matched a second topic, a little lower.
+        top = max(batch, key=lambda m: m.score)
+        batch.append(top.model_copy(update={"topic": "Grasping", "score": top.score - 0.001}))
+        hot = make_match("ada", f"2611.{day}9999")
+        hot_reasons = Reasons(topic=trending.TOPIC, similarity=0.1, trending=True)  # as the matcher picks them
+        batch.append(hot.model_copy(update={"topic": trending.TOPIC, "score": 0.1, "reasons": hot_reasons}))
+        when = datetime(2026, 11, 23, 9, tzinfo=UTC) + timedelta(days=day)  # Monday 09:00 on
+        stage = MailerStage(s, redis_client, clock=lambda when=when: when)
+        stage.handle(batch)
+        assert stage.flush(force=True) and stage.pending == 17
+        week += batch
+    cap = PENDING_PER_SHOWN * 4
+    topical = sorted((m for m in week if not m.reasons.trending and m.topic == "Robots"), key=lambda m: -m.score)
+    kept = {m.paper_id for m in topical[:cap]}
+    fields = {f.decode() for f in redis_client.hkeys(s.key("digest", "ada"))}
+    assert fields == {f"{m.paper_id}\x1f{m.topic}" for m in week if m.paper_id in kept or m.reasons.trending}
+    assert any(f.endswith("\x1fGrasping") for f in fields)  # a kept paper keeps its every topic
+    assert {p.decode() for p in redis_client.zrange(s.key("digest_rank", "ada"), 0, -1)} == kept
+
+    sent = send_due(s, redis_client, now=datetime(2026, 11, 30, 8, 5, tzinfo=UTC))
+    assert sent.emails == 1
+    [msg] = read_outbox(smtp.handler.outbox)
+    best = [m.paper_id for _, ms in select(week, 4) for m in ms]
+    assert msg["X-Paperwire-Papers"].split()[:4] == best == [m.paper_id for m in topical[:4]]
+    assert not redis_client.exists(s.key("digest", "ada"), s.key("digest_rank", "ada"), s.key("digest_since", "ada"))
 
 
 def test_instant_mail_is_held_in_quiet_hours_and_sent_when_they_end(settings, redis_client, smtp):
