@@ -37,6 +37,18 @@ def _tcp(host: str, port: int, timeout: float = 2.0) -> str | None:
         return exc.strerror or str(exc)
 
 
+# ZADD GT, used by the pending digests' cap (``alerts.deliver.add_pending``), came in Redis 6.2.
+MIN_REDIS = (6, 2)
+
+
+def redis_too_old(version: str) -> bool:
+    """Whether a Redis reporting ``version`` ("7.0.15") predates ``MIN_REDIS``; unknown: no."""
+    try:
+        return tuple(int(x) for x in version.split(".")[:2]) < MIN_REDIS
+    except ValueError:
+        return False
+
+
 def check_redis(settings: Settings) -> Check:
     import redis
 
@@ -49,6 +61,9 @@ def check_redis(settings: Settings) -> Check:
         return Check("redis", False, f"{settings.redis_url}: {exc}",
                      "start Redis (`redis-server`, or `docker compose up -d redis`) or set PAPERWIRE_REDIS_URL")
     detail = f"{settings.redis_url} (Redis {version}, appendonly={persistence})"
+    if redis_too_old(str(version)):
+        need = ".".join(map(str, MIN_REDIS))
+        return Check("redis", False, f"{detail} - paperwire needs Redis {need} or newer", f"upgrade Redis to {need}+")
     if persistence != "yes":
         return Check("redis", True, detail + " - without AOF a restart forgets the sent ledger")
     return Check("redis", True, detail)

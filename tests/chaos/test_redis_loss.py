@@ -73,6 +73,7 @@ def test_redis_restart(aof, kafka_settings, embedder, smtp, tmp_path):
         doctor = check_redis(settings)
     finally:
         server.stop()
+    assert doctor.ok, doctor.detail  # a real server of this machine's version is new enough
     if aof:
         assert again.new == 0 and after == []  # nothing republished, nothing mailed twice
         assert "without AOF" not in doctor.detail
