@@ -92,6 +92,12 @@ class MailerStage(stream.Stage[Match]):
         # One round trip for the batch; each reader keeps only as many papers as their email can use.
         add_pending(self.r, self.settings, later, now, profiles=profiles)
 
+    def due_in(self) -> float | None:
+        """When the buffered burst's coalescing window closes (the loop's poll waits no longer)."""
+        if not self.buffer:
+            return None
+        return self.settings.coalesce_s - (time.monotonic() - (self.first_at or 0))
+
     def flush(self, force: bool) -> bool:
         if not self.buffer:
             return True

@@ -12,6 +12,7 @@ Offsets are committed only when the stage says everything it was given is done.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -42,6 +43,11 @@ class Stage(ABC, Generic[T]):
     def flush(self, force: bool) -> bool:
         """Finish buffered work that is due (all of it when ``force``); True when nothing is pending."""
         return True
+
+    def due_in(self) -> float | None:
+        """Seconds until buffered work falls due for ``flush``; None when nothing waits on a clock.
+        ``run`` polls no longer than this, so a quiet topic cannot hold the work back."""
+        return None
 
 
 def dead_letter(producer: KafkaProducer, topic: str, record: ConsumerRecord, reason: str) -> None:
@@ -94,7 +100,9 @@ def run(
     idle_since = time.monotonic()
     while True:
         stopping = stop.is_set()
-        polled = {} if stopping else consumer.poll(timeout_ms=poll_ms)
+        due = stage.due_in()
+        wait_ms = poll_ms if due is None else max(0, min(poll_ms, math.ceil(due * 1000)))
+        polled = {} if stopping else consumer.poll(timeout_ms=wait_ms)
         metrics.polled()
         items: list[Any] = []
         for records in polled.values():

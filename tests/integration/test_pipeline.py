@@ -10,6 +10,7 @@ from kafka import KafkaProducer
 from alerts import mailer
 from alerts.deliver import deliver, send_due
 from consumers import matcher, profile_store
+from paperwire import kafka, stream
 from paperwire.profiles import load
 from producers.parse import parse
 from producers.publish import publish
@@ -113,3 +114,40 @@ def test_smtp_5xx_is_permanent_recorded_and_not_ledgered(settings, redis_client,
     assert (result.emails, result.failed) == (0, 1)
     assert int(redis_client.hget(settings.key("bounces"), "ada")) == 1
     assert redis_client.hlen(settings.key("ledger", "ada")) == 0
+
+
+class _PollsRecorded:
+    """The real consumer, noting how long each poll was allowed to wait and whether the stage then
+    held a burst it was coalescing."""
+
+    def __init__(self, consumer, stage) -> None:  # noqa: ANN001
+        self.consumer, self.stage, self.polls = consumer, stage, []
+
+    def poll(self, timeout_ms: int = 0, **kwargs):  # noqa: ANN003, ANN201
+        self.polls.append((timeout_ms, bool(self.stage.buffer)))
+        return self.consumer.poll(timeout_ms=timeout_ms, **kwargs)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.consumer, name)
+
+
+def test_a_coalesced_burst_is_not_held_past_its_window_by_a_quiet_poll(kafka_settings, redis_client, embedder, smtp):
+    # The window (0.2 s) is shorter than the loop's poll interval (0.5 s): while a burst waits, the
+    # loop must poll no longer than what is left of its window, or a quiet topic delays the email.
+    settings = kafka_settings.model_copy(update={"smtp_port": smtp.port, "coalesce_s": 0.2})
+    sync_examples(settings, redis_client, embedder)
+    publish_sample(settings, redis_client)
+    matcher.run(settings, embedder=embedder, drain=True)
+
+    stage = mailer.MailerStage(settings, redis_client)
+    consumer = _PollsRecorded(kafka.consumer(settings, settings.mailer_group, settings.topic_matches), stage)
+    producer = kafka.producer(settings)
+    try:
+        stream.run(stage, consumer, producer, settings.topic_matches_dlq, drain=True, poll_ms=500)
+    finally:
+        consumer.close()
+        producer.close()
+    assert stage.total.emails == 1  # ada's instant burst, one email
+    waiting = [ms for ms, held in consumer.polls if held]
+    assert waiting and max(waiting) <= 200, consumer.polls
+    assert any(ms == 500 for ms, held in consumer.polls if not held)  # nothing buffered: the full interval
