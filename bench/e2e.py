@@ -153,7 +153,7 @@ def bench_e2e(
                 if totals[-1] == totals[-2] and (mailed >= totals[-1] or quiet):
                     break  # no new matches, and all mailed (or no mail for 10 s: a reader's repeats)
             ended = time.time()
-            matched, dropped = _run_matches(settings, published)
+            matched, dropped, matched_at = _run_matches(settings, published)
             producer.close()
         finally:
             for proc in procs.values():  # Ctrl-C, as an operator stops them: they finish and report
@@ -170,13 +170,14 @@ def bench_e2e(
             for i in range(0, len(keys), 1000):
                 r.delete(*keys[i : i + 1000])
     lat = []
-    delivered: set[str] = set()
+    mailed_at: dict[str, list[float]] = {}
     for accepted_at, content in sink.handler.accepted:
         msg = email.message_from_bytes(content, policy=email.policy.default)
         for pid in str(msg.get("X-Paperwire-Papers", "")).split():
             if pid in published:
                 lat.append(accepted_at - published[pid])
-                delivered.add(pid)
+                mailed_at.setdefault(pid, []).append(accepted_at)
+    delivered = set(mailed_at)
     accepts = [t for t, _ in sink.handler.accepted if t >= first_publish]
     mail_s = (accepts[-1] - accepts[0]) if len(accepts) > 1 else float("nan")
     unmailed = max(0, matched - len(lat))  # the run's matches the mailer had not mailed
@@ -205,9 +206,27 @@ def bench_e2e(
         "e2e_mailed_per_s": round((len(lat) - unmailed) / mail_s, 1) if mail_s == mail_s else None,
         "e2e_complete": results.get("matcher", {}).get("papers", 0) == n_papers + 1,  # and the warm-up paper
         "e2e_coalesce_s": coalesce_s,
+        "e2e_split_s": _split(published, matched_at, mailed_at),
         "e2e_matcher": {k: v for k, v in results.get("matcher", {}).items() if isinstance(v, int | float)},
         "e2e_mailer": {k: v for k, v in results.get("mailer", {}).items() if isinstance(v, int | float)},
     }
+
+
+def _split(published: dict[str, float], matched_at: dict[str, float], mailed_at: dict[str, list[float]]) -> dict:
+    """Where a paper's latency goes, the median over the papers mailed: ``matched`` from its
+    publish to the matcher sending its last match, ``first_email`` from then to the sink accepting
+    the first email that names it (the mailer's consume, coalescing window and rendering), and
+    ``all_emails`` from that to the last (sending one email per reader it matched)."""
+    rows = [
+        (matched_at[pid] - published[pid], min(times) - matched_at[pid], max(times) - min(times))
+        for pid, times in mailed_at.items()
+        if pid in matched_at
+    ]
+    if not rows:
+        return {}
+    med = np.median(np.array(rows), axis=0)
+    return {"matched": round(float(med[0]), 3), "first_email": round(float(med[1]), 3),
+            "all_emails": round(float(med[2]), 3), "papers": len(rows)}  # fmt: skip
 
 
 def _papers_named(content: bytes, published: dict[str, float]) -> int:
@@ -229,9 +248,10 @@ def _records(settings, topic: str) -> int:  # noqa: ANN001
         c.close()
 
 
-def _run_matches(settings, published: dict[str, float]) -> tuple[int, int]:  # noqa: ANN001
+def _run_matches(settings, published: dict[str, float]) -> tuple[int, int, dict[str, float]]:  # noqa: ANN001
     """(reader, paper) pairs on the matches topic for the run's papers (not the warm-up's, some of
-    which can follow it), and how many records the broker has dropped from the topic's start.
+    which can follow it), how many records the broker has dropped from the topic's start, and
+    when the matcher sent each paper's last match (its records' CreateTime, in epoch seconds).
     Pairs, not records: a paper can match a reader under two topics, and the reader gets it once."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -253,12 +273,14 @@ def _run_matches(settings, published: dict[str, float]) -> tuple[int, int]:  # n
         ends = c.end_offsets(parts)
         dropped = sum(c.beginning_offsets(parts).values())
         pairs: set[tuple[str, str]] = set()
+        sent: dict[str, float] = {}
         while any(c.position(tp) < ends[tp] for tp in parts):
             for records in c.poll(timeout_ms=500).values():
                 for r in records:
                     m = json.loads(r.value)
                     if m["paper_id"] in published:
                         pairs.add((m["user"], m["paper_id"]))
-        return len(pairs), dropped
+                        sent[m["paper_id"]] = max(sent.get(m["paper_id"], 0.0), r.timestamp / 1000)
+        return len(pairs), dropped, sent
     finally:
         c.close()
