@@ -522,7 +522,9 @@ class MailMessage(EmailMessage):
 
     def as_bytes(self, unixfrom: bool = False, policy: Policy | None = None) -> bytes:
         parts = self.get_payload()
-        boundary = self.get_boundary()
+        # The parsed header's own params: get_boundary would parse its text again on every call.
+        ctype = self.get("Content-Type")
+        boundary = getattr(ctype, "params", {}).get("boundary")
         if (
             unixfrom
             or policy is not None
@@ -530,7 +532,7 @@ class MailMessage(EmailMessage):
             or self.preamble is not None
             or self.epilogue is not None
             or not boundary
-            or self.get_content_type() != "multipart/alternative"
+            or getattr(ctype, "content_type", None) != "multipart/alternative"
             or not isinstance(parts, list)
             or not all(_is_plain_part(p) for p in parts)
         ):

@@ -409,7 +409,8 @@ def test_headers_stored_as_text_are_what_the_email_package_would_write():
 
 def test_the_fast_writer_is_the_generator_for_other_line_ends_and_shapes():
     """as_bytes writes a message to_mime built; changed afterwards it still writes what the email
-    package's generator writes (line ends of a replaced body; a header added; another shape)."""
+    package's generator writes (line ends of a replaced body; a header added; a new boundary; another
+    shape)."""
     unsubscribe = "https://x.example/u/t"
     out = render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW, unsubscribe_url=unsubscribe)
     msg = to_mime(out, sender="paperwire <a@paperwire.localhost>", recipient="u@example.org", now=NOW, user="u")
@@ -418,6 +419,9 @@ def test_the_fast_writer_is_the_generator_for_other_line_ends_and_shapes():
     msg["X-Extra"] = "added later, " + "x" * 90
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
     assert b"\r\none\r\ntwo\r\nthree\r\nfour=3D\r\n\r\n--" in msg.as_bytes()
+    msg.set_boundary("another-boundary")
+    assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
+    assert msg.as_bytes().count(b"--another-boundary") == 3
     msg.set_payload([html])
     assert msg.as_bytes() == email.message.EmailMessage.as_bytes(msg)
     msg.set_type("multipart/mixed")
