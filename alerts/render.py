@@ -225,9 +225,15 @@ class _Card:
 # readers' pending matches) share one. A busy arXiv day is ~2,000 papers.
 _CARDS: dict[tuple[object, ...], _Card] = {}
 _CARDS_MAX = 8192
+# The same cards by paper object: building and hashing the key above is a twentieth of a digest.
+# Papers are never changed once made (``Paper`` is frozen), so an object's card stays its card.
+_BY_OBJECT: dict[int, tuple[Paper, _Card]] = {}
 
 
 def _paper_card(paper: Paper) -> _Card:
+    seen = _BY_OBJECT.get(id(paper))
+    if seen is not None and seen[0] is paper:  # the same object again (a day's digests share their papers)
+        return seen[1]
     key = (
         paper.id, paper.title, paper.url, paper.pdf_url, paper.source, paper.upvotes, tuple(paper.authors),
         paper.abstract,
@@ -237,6 +243,9 @@ def _paper_card(paper: Paper) -> _Card:
         if len(_CARDS) >= _CARDS_MAX:
             _CARDS.clear()  # past a week's papers: start again rather than track recency
         card = _CARDS[key] = _Card(_fields(paper))
+    if len(_BY_OBJECT) >= _CARDS_MAX:
+        _BY_OBJECT.clear()
+    _BY_OBJECT[id(paper)] = (paper, card)  # keeps the paper alive, so its id is not reused meanwhile
     return card
 
 

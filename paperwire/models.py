@@ -20,7 +20,7 @@ AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 class Paper(BaseModel):
     """One paper as every stage after the producers sees it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", frozen=True)  # shared by every reader it reaches
 
     id: str  # "2501.01234", "hep-th/9901001", "doi:<doi>" or "url:<sha1 of link>"
     version: int | None = None

@@ -6,6 +6,9 @@ import email
 import email.policy
 from datetime import UTC, datetime
 
+import pytest
+from pydantic import ValidationError
+
 from alerts.render import render, to_mime
 from paperwire.models import Match, Paper, Profile, Reasons
 
@@ -100,7 +103,7 @@ def test_one_click_unsubscribe_headers_and_footer_link():
 
 def test_updated_papers_are_marked_only_when_the_ledger_says_so():
     m = match("2611.00001", "Revised", 0.9)
-    m.paper.version = m.version = 3
+    m.paper, m.version = m.paper.model_copy(update={"version": 3}), 3
     assert "UPDATED" not in render(PROFILE, [m], kind="daily", now=NOW).html
     out = render(PROFILE, [m], kind="daily", now=NOW, updated=frozenset({"2611.00001"}))
     assert "UPDATED v3" in out.html and "[UPDATED v3]" in out.text
@@ -109,7 +112,7 @@ def test_updated_papers_are_marked_only_when_the_ledger_says_so():
 def test_trending_section_only_for_readers_who_opted_in():
     hot = match("2611.00009", "Hot paper", 0.3, topic="Trending")
     hot.reasons.trending = True
-    hot.paper.upvotes = 120
+    hot.paper = hot.paper.model_copy(update={"upvotes": 120})
     matches = [match("2611.00001", "On topic", 0.9), hot]
     plain = render(PROFILE, matches, kind="daily", now=NOW)
     assert "Trending today" not in plain.html and plain.paper_ids == ["2611.00001"]
@@ -251,7 +254,7 @@ def test_a_marker_in_a_feed_link_cannot_stand_in_for_a_readers_value():
 
     forged = "https://arxiv.org/abs/x" + "".join(rendering._MARK.values())
     m = match("2611.00001", "T", 0.9)
-    m.paper.url = m.paper.pdf_url = forged
+    m.paper = m.paper.model_copy(update={"url": forged, "pdf_url": forged})
     out = render(PROFILE, [m], kind="daily", now=NOW)
     assert out.html.count(forged) == 3 and out.text.count(forged) == 2  # title, Abstract (and PDF) links
     assert "<b>Why:</b> Robots (similarity 0.90); mentions grasping</div>" in out.html
@@ -441,3 +444,15 @@ def test_values_are_escaped_as_jinja_escapes_them():
         value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 8)))
         assert _escape(value) == str(escape(value)), repr(value)
     assert _escape(3) == "3" and _escape(None) == "None"
+
+
+def test_each_paper_object_shows_its_own_card_and_cannot_be_changed_under_it():
+    """Cards are cached by paper object too: two papers with one id (say, a corrected title) each
+    show their own, every time, and a paper cannot change once made."""
+    first = match("2611.00001", "Old title", 0.9)
+    second = match("2611.00001", "Corrected title", 0.9)
+    for _ in range(2):
+        assert "Old title" in render(PROFILE, [first], kind="daily", now=NOW).html
+        assert "Corrected title" in render(PROFILE, [second], kind="daily", now=NOW).html
+    with pytest.raises(ValidationError, match="frozen"):
+        first.paper.title = "Changed"  # type: ignore[misc, union-attr]
