@@ -29,10 +29,12 @@ class ClosingController(Controller):
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self.connections = 0  # sessions made: one per connection (and one for the start-up probe)
 
     def factory(self) -> SMTP:
         session = super().factory()
         self.sessions.add(session)
+        self.connections += 1
         return session
 
     async def _close_sessions(self) -> None:

@@ -21,6 +21,7 @@ import pytest
 from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
+from alerts import deliver as deliver_module
 from alerts import recipients
 from alerts.capture import ClosingController
 from alerts.deliver import PENDING_PER_SHOWN, add_pending, deliver, send_due, shard_of
@@ -414,6 +415,34 @@ def test_digest_shards_split_the_readers_and_each_is_mailed_once(settings, redis
     assert len(read_outbox(smtp.handler.outbox)) == len(readers)
     with pytest.raises(ValueError, match="shard 2 of 2"):
         send_due(s, redis_client, now=now, shard=(2, 2))
+
+
+def test_due_digests_go_out_in_batches_over_shared_connections(settings, redis_client, smtp, monkeypatch):
+    """Due readers are sent DUE_BATCH at a time, each batch over the pool's few connections. In
+    a batch, a paused reader's items and an item whose paper is gone stay pending; the rest is
+    cleared, and nothing goes out twice."""
+    monkeypatch.setattr(deliver_module, "DUE_BATCH", 4)
+    readers = [make_profile(f"reader{n}", mode="daily", hour=8, timezone="UTC") for n in range(9)]
+    store(settings, redis_client, *readers)
+    s = at(settings, smtp)
+    for p in readers:
+        add_pending(redis_client, s, [make_match(p.id, "2611.00060"), make_match(p.id, f"2611.0007{p.id[-1]}")],
+                    datetime(2026, 11, 26, 20, 0, tzinfo=UTC))  # fmt: skip
+    for _ in range(s.bounce_pause_after):
+        recipients.failed(redis_client, s, "reader3", "550 no such user")
+    redis_client.hdel(s.key("papers"), "2611.00075")  # reader5's second paper is gone
+    before = smtp.controller.connections
+    sent = send_due(s, redis_client, now=datetime(2026, 11, 27, 8, 5, tzinfo=UTC))
+    assert sorted(sent.recipients) == sorted(f"{p.id}@example.org" for p in readers if p.id != "reader3")
+    assert sent.held == ["reader3"] and sent.papers == 2 * 8 - 1
+    # Three batches of at most four readers, each over at most smtp_pool_size connections, where
+    # a connection per digest would have been eight.
+    assert smtp.controller.connections - before <= 3 * s.smtp_pool_size < 8
+    assert len(redis_client.hkeys(s.key("digest", "reader3"))) == 2  # held for the paused reader
+    assert redis_client.hkeys(s.key("digest", "reader5")) == [b"2611.00075\x1fRobots"]  # kept, not lost
+    assert not redis_client.exists(*(s.key("digest", p.id) for p in readers if p.id not in ("reader3", "reader5")))
+    assert send_due(s, redis_client, now=datetime(2026, 11, 27, 9, 5, tzinfo=UTC)).emails == 0
+    assert len(read_outbox(smtp.handler.outbox)) == 8
 
 
 def test_pending_items_keep_each_paper_once_and_digests_show_it_whole(settings, redis_client, smtp):
