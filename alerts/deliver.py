@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -280,18 +281,23 @@ def pending_matches(
     settings: Settings,
     user: str,
     raw: dict[bytes, bytes],
+    stored: dict[str, bytes | None] | None = None,
     decoded: dict[bytes, Paper] | None = None,
 ) -> tuple[list[Match], list[bytes]]:
     """``user``'s pending items (``digest:<user>``'s fields) as matches with their papers, and
     the fields whose paper is in neither the item (stored whole before papers were kept apart)
-    nor the paper store: those stay pending, and are logged. ``decoded``: papers already decoded,
-    by their stored bytes, shared by the readers of one batch (a day's digests share their papers)."""
+    nor the paper store: those stay pending, and are logged. ``stored`` (papers as the paper
+    store holds them, by id; None: not there) and ``decoded`` (papers by those bytes) are shared
+    by the readers of one batch: each paper is read and decoded once, and its card rendered once."""
     items = {key: Match.model_validate_json(v) for key, v in raw.items()}
     wanted = sorted({m.paper_id for m in items.values() if m.paper is None})
-    stored = r.hmget(settings.key("papers"), wanted) if wanted else []
+    stored = {} if stored is None else stored
     decoded = {} if decoded is None else decoded
+    if ask := [pid for pid in wanted if pid not in stored]:
+        stored.update(zip(ask, r.hmget(settings.key("papers"), ask), strict=True))
     papers: dict[str, Paper] = {}
-    for pid, v in zip(wanted, stored, strict=True):
+    for pid in wanted:
+        v = stored[pid]
         if v is not None:
             paper = decoded.get(v)
             if paper is None:
@@ -381,27 +387,50 @@ def send_due(
         raise ValueError(f"shard {mine} of {shards}: must be 0 to {shards - 1}")
     due: list[_Due] = []
     profiles: dict[str, Profile | None] = {}
-    decoded: dict[bytes, Paper] = {}
-    for key in r.scan_iter(match=prefix + "*", count=500):
-        user = key.decode()[len(prefix) :]
-        if shards > 1 and shard_of(user, shards) != mine:
+    decoded: dict[bytes, Paper] = {}  # papers by their stored bytes, for the whole run
+    for keys in _pages(r.scan_iter(match=prefix + "*", count=500), 500):
+        # A page of readers in a few round trips: profiles, since when, then the due ones' items
+        # and every paper those name.
+        if len(decoded) > 20_000:
+            decoded.clear()
+        users = {key: key.decode()[len(prefix) :] for key in keys}
+        users = {key: user for key, user in users.items() if shards == 1 or shard_of(user, shards) == mine}
+        if not users:
             continue
-        profile = profile_store.get_profile(r, settings, user)
-        if profile is None:
-            continue
-        since = float(r.get(settings.key("digest_since", user)) or 0)
-        if not force and not is_due(profile, since, now):
-            continue
-        raw = r.hgetall(key)
-        matches, missing = pending_matches(r, settings, user, raw, decoded)
-        due.append(_Due(user, key, raw, matches, missing))
-        profiles[user] = profile
-        if len(due) >= DUE_BATCH:
-            total.add(_send_batch(settings, r, due, profiles, now, dry_run))
-            due, profiles, decoded = [], {}, {}
+        found = profile_store.get_profiles(r, settings, list(users.values()))
+        sinces = r.mget([settings.key("digest_since", user) for user in users.values()])
+        ready = [
+            (key, user)
+            for (key, user), since in zip(users.items(), sinces, strict=True)
+            if (profile := found[user]) is not None and (force or is_due(profile, float(since or 0), now))
+        ]
+        pipe = r.pipeline(transaction=False)
+        for key, _ in ready:
+            pipe.hgetall(key)
+        raws = pipe.execute() if ready else []
+        ids = sorted({f.split(b"\x1f")[0].decode() for raw in raws for f in raw})
+        stored = dict(zip(ids, r.hmget(settings.key("papers"), ids), strict=True)) if ids else {}
+        for (key, user), raw in zip(ready, raws, strict=True):
+            matches, missing = pending_matches(r, settings, user, raw, stored, decoded)
+            due.append(_Due(user, key, raw, matches, missing))
+            profiles[user] = found[user]
+            if len(due) >= DUE_BATCH:
+                total.add(_send_batch(settings, r, due, profiles, now, dry_run))
+                due, profiles = [], {}
     if due:
         total.add(_send_batch(settings, r, due, profiles, now, dry_run))
     return total
+
+
+def _pages(keys: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    page: list[bytes] = []
+    for key in keys:
+        page.append(key)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def _send_batch(
