@@ -137,7 +137,7 @@ def bench_day(state: Path, backend: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--state", type=Path, default=Path(os.environ.get("PAPERWIRE_STATE_DIR", ".state")))
-    parser.add_argument("--skip", action="append", default=[], help="embed, eval, match, mail, e2e, day")
+    parser.add_argument("--skip", action="append", default=[], help="embed, eval, match, mail, digests, e2e, day")
     parser.add_argument("--no-save", action="store_true", help="print only, write no result file")
     args = parser.parse_args(argv)
     logs.setup()  # INFO, with the SMTP server's and Kafka client's per-message lines kept quiet
@@ -170,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log.info("mail: pooled connections vs one connection per message")
         result.update(bench_mail())
+    if "digests" not in args.skip:
+        from bench.digests import bench_digests
+
+        log.info("digests sent: send_due from Redis to an SMTP sink, vs one deliver per reader")
+        result.update(bench_digests())
     if "e2e" not in args.skip:
         from bench.e2e import bench_e2e
 
