@@ -354,6 +354,7 @@ def shard_of(user: str, shards: int) -> int:
 # Due readers sent together: one SMTP session (``send_all``'s pool) and one Redis transaction for
 # many digests. One at a time, each digest paid for its own connection: ~100 a second here.
 DUE_BATCH = 200
+DUE_PAGE = 500  # readers whose state is read together, in a few round trips
 
 
 @dataclass
@@ -388,7 +389,7 @@ def send_due(
     due: list[_Due] = []
     profiles: dict[str, Profile | None] = {}
     decoded: dict[bytes, Paper] = {}  # papers by their stored bytes, for the whole run
-    for keys in _pages(r.scan_iter(match=prefix + "*", count=500), 500):
+    for keys in _pages(r.scan_iter(match=prefix + "*", count=DUE_PAGE), DUE_PAGE):
         # A page of readers in a few round trips: profiles, since when, then the due ones' items
         # and every paper those name.
         if len(decoded) > 20_000:

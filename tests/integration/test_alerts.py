@@ -418,10 +418,11 @@ def test_digest_shards_split_the_readers_and_each_is_mailed_once(settings, redis
 
 
 def test_due_digests_go_out_in_batches_over_shared_connections(settings, redis_client, smtp, monkeypatch):
-    """Due readers are sent DUE_BATCH at a time, each batch over the pool's few connections. In
-    a batch, a paused reader's items and an item whose paper is gone stay pending; the rest is
-    cleared, and nothing goes out twice."""
+    """Due readers are read DUE_PAGE at a time and sent DUE_BATCH at a time, each batch over the
+    pool's few connections. In a batch, a paused reader's items and an item whose paper is gone
+    stay pending; the rest is cleared, and nothing goes out twice."""
     monkeypatch.setattr(deliver_module, "DUE_BATCH", 4)
+    monkeypatch.setattr(deliver_module, "DUE_PAGE", 3)  # pages and batches that do not line up
     readers = [make_profile(f"reader{n}", mode="daily", hour=8, timezone="UTC") for n in range(9)]
     store(settings, redis_client, *readers)
     s = at(settings, smtp)
