@@ -358,7 +358,11 @@ class Bf16Embedder(_Batched):
         super().__init__(model_path, batch_size, threads)
         self.name = BF16_NAME
         self.model = AutoModel.from_pretrained(self.path, dtype=torch.bfloat16).eval()
-        log.info("bf16 embedder %s from %s, %d parallel runs", self.name, self.path, self.workers)
+        self.fused = _FusedBert.of(self.model)
+        log.info(
+            "bf16 embedder %s from %s, %d parallel runs, %s",
+            self.name, self.path, self.workers, "fused oneDNN layers" if self.fused else "transformers' layers",
+        )  # fmt: skip
 
     def _start_worker(self) -> None:
         import torch
@@ -369,12 +373,93 @@ class Bf16Embedder(_Batched):
         import torch
 
         with torch.inference_mode():
-            out = self.model(
-                input_ids=torch.from_numpy(ids),
-                attention_mask=torch.from_numpy(mask),
-                token_type_ids=torch.from_numpy(types),
-            ).last_hidden_state
+            tensors = torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types)
+            if self.fused is not None:
+                out = self.fused(*tensors)
+            else:
+                out = self.model(input_ids=tensors[0], attention_mask=tensors[1], token_type_ids=tensors[2])
+                out = out.last_hidden_state
         return out.float().numpy()
+
+
+# A BERT layer's other weights, in the order ``_FusedBert.__call__`` takes them.
+_LAYER_PARTS = (
+    "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm",
+)  # fmt: skip
+
+
+class _FusedBert:
+    """The packaged model's BERT encoder, for inference in bfloat16, in fewer and fused steps than
+    transformers' own layers (which stay the reference: ``tests/integration/test_fast_embed.py``
+    compares the two): each layer's query, key and value projections as one matrix product;
+    every projection a oneDNN inner product with its bias added in the same call, the feed-forward
+    one with GELU too. Profiled on an AMX Xeon (8 texts x 256 tokens, one thread), transformers'
+    layers spent 18 % of their time in GELU and 10 % copying biases into outputs; this does ~1.2x
+    the papers/s, vectors at cosine 0.99998 to theirs.
+
+    ``of`` returns None where this does not apply (another architecture or activation, or oneDNN
+    without bfloat16 kernels on this CPU): the model's own forward is used then."""
+
+    def __init__(self, model) -> None:  # noqa: ANN001
+        import torch
+
+        config = model.config
+        w = {name: t.detach() for name, t in model.state_dict().items()}
+        self.heads, self.eps = config.num_attention_heads, config.layer_norm_eps
+        self.words = w["embeddings.word_embeddings.weight"]
+        self.positions = w["embeddings.position_embeddings.weight"]
+        self.types = w["embeddings.token_type_embeddings.weight"]
+        self.norm = w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"]
+        self.layers = []
+        for k in range(config.num_hidden_layers):
+            layer = {name.split(".", 3)[3]: t for name, t in w.items() if name.startswith(f"encoder.layer.{k}.")}
+            qkv = [f"attention.self.{p}" for p in ("query", "key", "value")]
+            self.layers.append(
+                (
+                    torch.cat([layer[f"{p}.weight"] for p in qkv]),  # one product for all three
+                    torch.cat([layer[f"{p}.bias"] for p in qkv]),
+                    *(layer[f"{part}.{t}"] for part in _LAYER_PARTS for t in ("weight", "bias")),
+                )
+            )
+
+    @classmethod
+    def of(cls, model) -> _FusedBert | None:  # noqa: ANN001
+        import torch
+
+        c = model.config
+        if not (
+            c.model_type == "bert"
+            and c.hidden_act == "gelu"  # the exact (erf) GELU, which oneDNN's "gelu" with algorithm "none" is
+            and getattr(c, "position_embedding_type", "absolute") == "absolute"
+            and c.hidden_size % c.num_attention_heads == 0
+            and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ):
+            return None
+        return cls(model)
+
+    def __call__(self, ids, mask, types):  # noqa: ANN001, ANN204
+        """``last_hidden_state`` of the model for this batch (token ids, attention mask, token types)."""
+        import torch
+        from torch.nn.functional import layer_norm, scaled_dot_product_attention
+
+        linear = torch.ops.mkldnn._linear_pointwise
+        batch, length = ids.shape
+        x = self.words[ids] + self.types[types]  # in transformers' order: the sums round alike
+        x += self.positions[:length]
+        width = x.shape[-1]
+        x = layer_norm(x, (width,), *self.norm, self.eps)
+        # Padding is masked as keys only, as transformers does; none at all in most length-sorted batches.
+        keys = None if bool(mask.all()) else mask.bool()[:, None, None, :]
+        split = (batch, length, 3, self.heads, width // self.heads)
+        for qkv_w, qkv_b, o_w, o_b, n1_w, n1_b, up_w, up_b, down_w, down_b, n2_w, n2_b in self.layers:
+            q, k, v = linear(x, qkv_w, qkv_b, "none", [], "").view(split).permute(2, 0, 3, 1, 4)
+            context = scaled_dot_product_attention(q, k, v, attn_mask=keys).transpose(1, 2).reshape(x.shape)
+            x = layer_norm(linear(context, o_w, o_b, "none", [], "") + x, (width,), n1_w, n1_b, self.eps)
+            inner = linear(x, up_w, up_b, "gelu", [], "none")
+            x = layer_norm(linear(inner, down_w, down_b, "none", [], "") + x, (width,), n2_w, n2_b, self.eps)
+        return x
 
 
 def _mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -97,6 +97,49 @@ def test_bf16_vectors_close_to_fp32_in_input_order(torch_embedder, bf16_embedder
     assert bf16_embedder.encode([]).shape == (0, 384)
 
 
+def _padded(embedder, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+    """One batch of ``texts`` as the embedder pads it: token ids, attention mask, token types."""
+    encodings = embedder.tokenizer.encode_batch(texts)
+    width = max(len(e.ids) for e in encodings)
+    ids, mask, types = (np.zeros((len(texts), width), np.int64) for _ in range(3))
+    for row, e in enumerate(encodings):
+        ids[row, : len(e.ids)], mask[row, : len(e.ids)], types[row, : len(e.ids)] = e.ids, 1, e.type_ids
+    return ids, mask, types
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_bf16_fused_layers_give_transformers_hidden_states(bf16_embedder, abstracts) -> None:  # noqa: ANN001
+    import torch
+
+    if bf16_embedder.fused is None:  # the model's own layers are used; nothing else to compare
+        assert not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        pytest.skip("oneDNN has no bfloat16 kernels on this CPU")
+    # A padded batch (mixed lengths: masked keys) and a full one (the longest abstracts: no mask).
+    full = [t for t in abstracts if len(bf16_embedder.tokenizer.encode(t).ids) == bf16_embedder.max_length][:3]
+    assert len(full) >= 2
+    for texts in (abstracts, full):
+        ids, mask, types = _padded(bf16_embedder, texts)
+        with torch.inference_mode():
+            tensors = torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types)
+            ours = bf16_embedder.fused(*tensors).float().numpy()
+            model = bf16_embedder.model(input_ids=tensors[0], attention_mask=tensors[1], token_type_ids=tensors[2])
+            theirs = model.last_hidden_state.float().numpy()
+        assert ours.shape == theirs.shape
+        keep = mask.astype(bool)
+        # Token by token, as close as two bfloat16 computations of one thing: not exactly equal
+        # (the fused products round once where transformers rounds between steps).
+        cos = (ours * theirs).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(theirs, axis=-1)
+        assert cos[keep].min() >= 0.999, cos[keep].min()
+        pooled = [(h * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True) for h in (ours, theirs)]
+        pooled_cos = (
+            (pooled[0] * pooled[1]).sum(1) / np.linalg.norm(pooled[0], axis=1) / np.linalg.norm(pooled[1], axis=1)
+        )
+        assert pooled_cos.min() >= 0.9999, pooled_cos
+
+
 def test_bf16_parallel_runs_leave_the_callers_threads(abstracts) -> None:  # noqa: ANN001
     import torch
 
