@@ -17,7 +17,8 @@ always matches (score lifted to at least 1.0), then the topic's ``min_score`` (d
 
 How it stays fast at 100k readers: both cosines are matrix products over every pair (dense: one
 GEMM; lexical: the topics' sparse TF-IDF queries times the papers' words, in float32, and again
-in float64 for the pairs judged), taken in blocks of topics x papers so memory stays bounded.
+in float64 only for the pairs whose outcome float32's rounding could change), taken in blocks of
+topics x papers so memory stays bounded.
 Keywords add at most 0.05, so ``0.5 dense + 2 lexical + 0.05 + feedback`` bounds a pair's score
 from above; only pairs whose bound reaches their threshold, and pairs with a followed author, go
 on to the rules (as arrays, once per paper and distinct set of rules; a one-word keyword is
@@ -56,7 +57,7 @@ import re
 import threading
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -284,6 +285,10 @@ class ProfileIndex:
                     )
                     query_rows.append(self._queries.row(topic, keywords))
         self._queries.freeze()
+        # How far a float32 lexical cosine (the bound's) can be from the float64 one, per query: a
+        # sum of n products of rounded weights, each term within 3 x 2^-24 of its own size and the
+        # float32 sum within (n - 1) x 2^-24 of its total, which is at most 1; four times that.
+        self._lexical_error = (np.diff(self._queries.raw.indptr) + 2) * 2.0**-22
         # Topics with the same keywords, exclude terms and categories share one rule set: the rules
         # run once per (paper, rule set), however many readers copied the same words.
         self._rule_sets = [_RuleSet(list(k), list(x), set(c)) for k, x, c in rule_sets]
@@ -442,10 +447,11 @@ class ProfileIndex:
         topics: tuple[int, int],
         *,
         every: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, float]:
         """Pairs (rows of ``vectors``, topics in the range ``topics``) whose score bound reaches
-        their threshold (``every``: all pairs), block by block, with their dense cosines, and how
-        far those may be from exact. ``queries`` (float32) on the columns ``present`` times
+        their threshold (``every``: all pairs), block by block, with their dense cosines, their
+        lexical ones in float32 (x 4; None with ``every``, which computes none), and how far the
+        dense ones may be from exact. ``queries`` (float32) on the columns ``present`` times
         ``words`` (those words x papers) are 4 x the lexical cosines: a word no paper of the call
         has adds nothing, so its terms are not multiplied.
 
@@ -458,7 +464,8 @@ class ProfileIndex:
 
         The bound's lexical cosines are float32 products: a sum of n non-negative products of
         unit vectors' weights, so within about n x 2^-24 of the float64 one (~4e-6 x 4 for a
-        60-word query), far inside ``_MARGIN``. The judge gets float64 ones (``_pair_cosines``).
+        60-word query), far inside ``_MARGIN``. The judge scores with them too, and recomputes in
+        float64 (``_pair_cosines``) only the pairs whose outcome their rounding could change.
 
         With the bfloat16 stage the products come from bfloat16 copies of both sides (2-3x the
         float32 rate where ``bf16_products_faster``) and each is within ``slack`` of the exact cosine; every
@@ -475,7 +482,7 @@ class ProfileIndex:
             lo = torch.from_numpy(vectors).to(torch.bfloat16)
             slack = _bf16_slack(_norms(vectors), self._topic_norms)
 
-        def pairs(a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def pairs(a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             b = min(t1, a + block)
             q0, q1 = int(self._query_rows[a]), int(self._query_rows[b - 1]) + 1
             if lo is None:
@@ -484,6 +491,7 @@ class ProfileIndex:
                 dense = torch.mm(self.bf16_block(a, b), lo.T)
             if every:
                 flat = np.arange(dense.shape[0] * dense.shape[1])
+                lexical = None
             else:
                 lexical = queries[q0:q1][:, present] @ words
                 flat = self._reach(dense, lexical, a, b, q0, slack)
@@ -496,10 +504,13 @@ class ProfileIndex:
                     pk, pi = np.nonzero(bound >= self._need[fb, None] - np.float32(slack))
                     flat = np.union1d(flat, rows[pk] * n + pi)
             j, i = np.divmod(flat, n)
-            return i, j + a, _floats(dense.reshape(-1)[flat if lo is None else torch.from_numpy(flat)])
+            sims = _floats(dense.reshape(-1)[flat if lo is None else torch.from_numpy(flat)])
+            lex = np.zeros(0, np.float32) if lexical is None else lexical[self._query_rows[j + a] - q0, i]
+            return i, j + a, sims, lex
 
-        ii, jj, sims = zip(*map(pairs, range(t0, t1, block)), strict=True)
-        return np.concatenate(ii), np.concatenate(jj), np.concatenate(sims), slack
+        ii, jj, sims, lex = zip(*map(pairs, range(t0, t1, block)), strict=True)
+        lexical = None if every else np.concatenate(lex)
+        return np.concatenate(ii), np.concatenate(jj), np.concatenate(sims), lexical, slack
 
     def _exact(self, vectors: np.ndarray, rows: np.ndarray, topics: np.ndarray) -> np.ndarray:
         """Float32 cosines of the pairs (``vectors[rows]``, topics), one dot product each. In runs
@@ -592,7 +603,7 @@ class ProfileIndex:
         workers can take one each (``score_columns``)."""
         n_topics = len(self.rules)
         s, fb_adj = step.start, step.fb_adj
-        ii, jj, sims, slack = self._bounded(
+        ii, jj, sims, lex4, slack = self._bounded(
             step.vectors, queries32, step.words32, step.present, fb_cols, fb_adj, topics, every=every
         )
         followed = np.zeros(len(ii), dtype=bool)
@@ -603,6 +614,7 @@ class ProfileIndex:
             fsims = np.einsum("ij,ij->i", step.vectors[fi], self._rows(fj))
             keys, first = np.unique(np.concatenate([ii * n_topics + jj, fi * n_topics + fj]), return_index=True)
             ii, jj, sims = keys // n_topics, keys % n_topics, np.concatenate([sims, fsims])[first]
+            lex4 = np.concatenate([lex4, np.full(len(fi), np.nan, np.float32)])[first]  # NaN: the bound's had none
             followed = np.isin(keys, fi * n_topics + fj)
         adj = np.zeros(len(ii), np.float32)
         if len(fb_cols):
@@ -618,11 +630,20 @@ class ProfileIndex:
                     DENSE_WEIGHT * sims[near] + LEXICAL_WEIGHT * LEXICAL_CEILING + KEYWORD_WEIGHT + adj[near]
                 )
             keep = (best_case >= self.thresholds[jj]) | followed
-            ii, jj, sims, adj = ii[keep], jj[keep], sims[keep], adj[keep]
-        lex = _pair_cosines(queries, step.words, ii, self._query_rows[jj])
+            ii, jj, sims, adj, lex4 = ii[keep], jj[keep], sims[keep], adj[keep], lex4[keep]
+
+        def exact(pairs: np.ndarray) -> np.ndarray:
+            return _pair_cosines(queries, step.words, ii[pairs], self._query_rows[jj[pairs]])
+
+        # The bound's float32 cosines (x 4: a power of two, so the division is exact) where it has
+        # them; float64 ones for the rest, and for any pair they could judge wrongly (``_judge``).
+        lex = lex4.astype(np.float64) / (LEXICAL_WEIGHT / DENSE_WEIGHT) if lex4 is not None else np.zeros(len(ii))
+        rough = ~np.isnan(lex) if lex4 is not None else np.zeros(len(ii), dtype=bool)
+        lex[~rough] = exact(np.flatnonzero(~rough))
         with self._counts:
             self.last_candidates += len(ii)
-        return self._judge(papers, vectors, s, ii, jj, sims, lex, adj, found, every=every, slack=slack)
+        return self._judge(papers, vectors, s, ii, jj, sims, lex, adj, found, every=every, slack=slack,
+                           rough=rough, exact_lexical=exact)  # fmt: skip
 
     def _ranges(self) -> list[tuple[int, int]]:
         """The topics split into one contiguous range per worker, each at least ``_MIN_PART``."""
@@ -669,10 +690,13 @@ class ProfileIndex:
         *,
         every: bool,
         slack: float = 0.0,
+        rough: np.ndarray | None = None,
+        exact_lexical: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> Scored:
         """The rules for candidate pairs (papers ``start + ii``, topics ``jj``): those that match.
-        ``sims`` may be up to ``slack`` from exact: pairs whose outcome that could change are
-        recomputed exactly before they are judged."""
+        ``sims`` may be up to ``slack`` from exact, and the ``lexical`` cosines where ``rough`` are
+        float32 products (``_lexical_error``): pairs whose outcome either could change are
+        recomputed exactly (``exact_lexical`` of their places) before they are judged."""
         n_sets = len(self._rule_sets)
         keys, inv = np.unique(ii * n_sets + self._rule_set_of[jj], return_inverse=True)
         # Once per (paper, rule set), as arrays: with every reader's own words there are about as
@@ -694,10 +718,18 @@ class ProfileIndex:
         # The same float64 operations, in the same order, as scoring one pair in Python.
         score = DENSE_WEIGHT * sims.astype(np.float64) + LEXICAL_WEIGHT * lexical + bonus[inv]
         score += feedback.astype(np.float64)  # the reader's clicks (consumers.learning), bounded and reversible
-        if slack:
-            near = np.flatnonzero(passed[inv] & (np.abs(score - self._min_scores[jj]) <= DENSE_WEIGHT * slack + 1e-6))
-            sims = sims.copy()
-            sims[near] = self._exact(vectors, ii[near] + start, jj[near])
+        rough = np.zeros(len(ii), dtype=bool) if rough is None else rough
+        if slack or rough.any():
+            window = LEXICAL_WEIGHT * np.where(rough, self._lexical_error[self._query_rows[jj]], 0.0)
+            if slack:
+                window += DENSE_WEIGHT * slack + 1e-6
+            near = np.flatnonzero(passed[inv] & (np.abs(score - self._min_scores[jj]) <= window))
+            if slack:
+                sims = sims.copy()
+                sims[near] = self._exact(vectors, ii[near] + start, jj[near])
+            if exact_lexical is not None and len(near):
+                lexical = lexical.copy()
+                lexical[near] = exact_lexical(near)
             again = DENSE_WEIGHT * sims[near].astype(np.float64) + LEXICAL_WEIGHT * lexical[near] + bonus[inv[near]]
             score[near] = again + feedback[near].astype(np.float64)
         authors: dict[int, list[str]] = {}

@@ -238,6 +238,39 @@ def test_bfloat16_stage_decides_pairs_at_their_threshold_exactly(world) -> None:
     assert index.last_exact >= n
 
 
+def test_float32_lexical_cosines_decide_pairs_at_their_threshold_exactly(world) -> None:  # noqa: ANN001
+    """The judge scores with the bound's float32 lexical cosines. Thresholds set 1e-10 above or
+    below a pair's float64 score, far closer than float32 rounding (~1e-8 here): only the float64
+    recomputation decides them as judging every pair in float64 does. The dense half is exact
+    (unit vectors along two axes), so the lexical cosine alone decides."""
+    papers, *_ = world
+    freq = DocFreq()
+    freq.add(p.text for p in papers)
+    texts = [tfidf(p.text, freq) for p in papers]
+    pairs = []  # (topic, paper, float64 score) with a lexical cosine the ceiling lets through
+    for k, template in enumerate(data.real_topics()):
+        topic = {"name": template.name, "description": template.description}
+        query = tfidf(topic_text(scoring.Topic.model_validate(topic)), freq)
+        for i in range(k % 5, len(papers), 5):
+            if 0.01 < (lexical := cosine(query, texts[i])) < 0.14:
+                pairs.append((topic, i, 0.5 * 0.5 + 2.0 * lexical))
+    assert len(pairs) > 150
+    hair = np.where(np.arange(len(pairs)) % 2 == 0, -1e-10, 1e-10)
+    profiles = [
+        Profile(id=f"u{n}", email=f"u{n}@example.org", topics=[{**topic, "min_score": exact + hair[n]}])
+        for n, (topic, _, exact) in enumerate(pairs)
+    ]
+    pv = np.zeros((len(papers), 384), np.float32)
+    pv[:, 0] = 1.0
+    tv = np.zeros(384, np.float32)
+    tv[:2] = 0.5, np.sqrt(0.75)  # cosine exactly 0.5 with every paper, summed in any order
+    index = ProfileIndex(profiles, {(f"u{n}", topic["name"]): tv for n, (topic, _, _) in enumerate(pairs)},
+                         doc_freq=freq, bf16=False)  # fmt: skip
+    got = {(m.user, m.paper_id) for m in index.score(papers, pv)}
+    wrong = [n for n, (_, i, _) in enumerate(pairs) if ((f"u{n}", papers[i].id) in got) != (hair[n] < 0)]
+    assert wrong == []
+
+
 def test_a_bfloat16_index_keeps_its_vectors_exactly():
     """A bfloat16 index keeps each float32 as two 16-bit halves: the high half rounded to nearest
     is what the products take, and the halves give back every float32 bit for bit (ties, signs,
