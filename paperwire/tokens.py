@@ -6,6 +6,12 @@ serves ``/u/TOKEN`` and friends checks them (``verify``), strictly: a forged or 
 token of another user or for another action, and an expired token are each refused with
 ``InvalidToken`` saying which.
 
+A card's "more like this" and "less like this" links carry one token, for the action
+``feedback``: either vote on that paper under that topic (the path says which). The two links
+always reach the reader together, so one token grants nothing two would not, and a digest signs
+half as many (signing was a sixth of rendering one). Tokens signed for ``more`` or ``less`` alone,
+as earlier mail carries, still serve that action only.
+
 The secret is ``PAPERWIRE_SECRET_KEY``. Without one, signing is allowed only while
 ``PAPERWIRE_PUBLIC_URL`` points at this machine (localhost, 127.0.0.1, ::1): links that can only be
 opened on a developer's own machine get a fixed, publicly known development key. Any other public
@@ -21,7 +27,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -29,7 +35,8 @@ from urllib.parse import urlsplit
 from paperwire.errors import ConfigError, PaperwireError
 from paperwire.settings import Settings
 
-ACTIONS = frozenset({"unsubscribe", "more", "less"})
+ACTIONS = frozenset({"unsubscribe", "more", "less", "feedback"})
+_FEEDBACK = frozenset({"more", "less"})  # the votes a ``feedback`` token serves
 MIN_SECRET_CHARS = 32
 DEV_SECRET = b"paperwire-development-key-not-secret"  # only ever used for localhost links
 UNSUBSCRIBE_TTL = timedelta(days=365)  # mail is read late; a one-click link must keep working
@@ -156,6 +163,8 @@ def verify(
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidToken("malformed claims") from exc
+    if claims.action == "feedback" and action in _FEEDBACK:
+        claims = replace(claims, action=action)
     if claims.action != action:
         raise InvalidToken(f"token is for {claims.action!r}, not {action!r}")
     if user is not None and claims.user != user:
@@ -172,30 +181,34 @@ def unsubscribe_url(settings: Settings, user: str, *, now: datetime | None = Non
 def feedback_url(
     settings: Settings, user: str, action: str, paper: str, topic: str, *, now: datetime | None = None
 ) -> str:
-    """``/f/more/TOKEN`` or ``/f/less/TOKEN``: one paper under one topic, for ``paperwire web``."""
-    token = sign(settings, user, action, paper=paper, topic=topic, ttl=FEEDBACK_TTL, now=now)
+    """``/f/more/TOKEN`` or ``/f/less/TOKEN``: one paper under one topic, for ``paperwire web``;
+    the two share their token."""
+    if action not in _FEEDBACK:
+        raise ValueError(f"unknown feedback action {action!r}")
+    token = sign(settings, user, "feedback", paper=paper, topic=topic, ttl=FEEDBACK_TTL, now=now)
     return f"{settings.public_url.rstrip('/')}/f/{action}/{token}"
 
 
 def feedback_links(settings: Settings, user: str, *, now: datetime | None = None) -> Callable[[str, str, str], str]:
     """``feedback_url`` for one reader at one time, as a function of (action, paper, topic): what
     all of a digest's ~40 links share (key, expiry, the user's claim, the base URL) is worked out
-    once, so each link costs little more than its HMAC."""
+    once, and a card's two links share their token, so each card costs little more than one HMAC."""
     key = _keyed(_secret(settings))
     expires = int(((now or datetime.now(UTC)) + FEEDBACK_TTL).timestamp())
     base = f"{settings.public_url.rstrip('/')}/f/"
     user_claim = f',"u":{_json_str(user)}}}'
+    tokens: dict[tuple[str, str], str] = {}  # (paper, topic) -> its token
 
     def link(action: str, paper: str, topic: str) -> str:
         if action not in _FEEDBACK:
             raise ValueError(f"unknown feedback action {action!r}")
-        claims = f'{{"a":"{action}","e":{expires},"p":{_json_str(paper)},"t":{_json_str(topic)}{user_claim}'
-        body = claims.encode("ascii")
-        mac = key.copy()
-        mac.update(body)
-        return f"{base}{action}/{(_b64(body) + b'.' + _b64(mac.digest())).decode('ascii')}"
+        token = tokens.get((paper, topic))
+        if token is None:
+            claims = f'{{"a":"feedback","e":{expires},"p":{_json_str(paper)},"t":{_json_str(topic)}{user_claim}'
+            body = claims.encode("ascii")
+            mac = key.copy()
+            mac.update(body)
+            token = tokens[(paper, topic)] = (_b64(body) + b"." + _b64(mac.digest())).decode("ascii")
+        return f"{base}{action}/{token}"
 
     return link
-
-
-_FEEDBACK = frozenset({"more", "less"})

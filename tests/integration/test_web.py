@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ import uvicorn
 from alerts import recipients
 from alerts.web import create_app
 from consumers import feedback
-from paperwire.tokens import sign
+from paperwire.tokens import feedback_links, sign
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +91,22 @@ def test_feedback_is_recorded_idempotent_and_undoable(web, settings, redis_clien
     assert httpx.get(f"{web}/f/more/{less}").status_code == 400  # a "less" token is not a "more" token
     assert httpx.post(f"{web}/f/less/{less}/undo").status_code == 200
     assert feedback.votes(redis_client, settings, "ada") == []
+
+
+def test_a_digests_feedback_token_records_the_vote_its_path_names(web, settings, redis_client):
+    links = feedback_links(settings, "ada")
+    more, less = (links(action, "2611.90018", "LLM inference efficiency") for action in ("more", "less"))
+    assert more.rsplit("/", 1)[1] == less.rsplit("/", 1)[1]  # one token for the card's two links
+    path = urlsplit(less).path
+    assert httpx.get(f"{web}{path}").status_code == 200
+    assert feedback.votes(redis_client, settings, "ada") == [
+        feedback.Vote("ada", "LLM inference efficiency", "2611.90018", "less")]
+    assert httpx.post(f"{web}{path}/undo").status_code == 200
+    assert httpx.get(f"{web}{urlsplit(more).path}").status_code == 200
+    assert feedback.votes(redis_client, settings, "ada") == [
+        feedback.Vote("ada", "LLM inference efficiency", "2611.90018", "more")]
+    assert httpx.post(f"{web}/u/{more.rsplit('/', 1)[1]}").status_code == 400  # never an unsubscribe
+    assert recipients.paused(redis_client, settings, "ada") is None
 
 
 @pytest.fixture

@@ -104,6 +104,25 @@ def test_tokens_are_the_reference_json_and_hmac_byte_for_byte():
         feedback_links(PUBLIC, "ada", now=NOW)("unsubscribe", "p", "t")
 
 
+def test_a_cards_two_feedback_links_share_one_token_for_either_vote_only():
+    links = feedback_links(PUBLIC, "ada", now=NOW)
+    more, less = links("more", "2611.00001", "Robots"), links("less", "2611.00001", "Robots")
+    assert more.startswith(f"{PUBLIC.public_url}/f/more/") and less.startswith(f"{PUBLIC.public_url}/f/less/")
+    token = more.rsplit("/", 1)[1]
+    assert less.rsplit("/", 1)[1] == token  # one signature for the card
+    assert links("more", "2611.00002", "Robots").rsplit("/", 1)[1] != token  # another paper: its own
+    for action in ("more", "less"):
+        claims = verify(PUBLIC, token, action=action, user="ada", now=NOW)
+        assert (claims.action, claims.paper, claims.topic) == (action, "2611.00001", "Robots")
+    with pytest.raises(InvalidToken, match="'feedback', not 'unsubscribe'"):
+        verify(PUBLIC, token, action="unsubscribe", now=NOW)
+    # Tokens signed for one vote (earlier mail) still serve that vote alone.
+    old = sign(PUBLIC, "ada", "more", paper="2611.00001", topic="Robots", now=NOW)
+    assert verify(PUBLIC, old, action="more", now=NOW).action == "more"
+    with pytest.raises(InvalidToken, match="'more', not 'less'"):
+        verify(PUBLIC, old, action="less", now=NOW)
+
+
 def test_the_signing_key_follows_the_settings_it_is_given():
     """The key is cached per (secret, public URL): other settings sign with their own key, and a
     public URL without a real secret is refused every time, not only the first."""
