@@ -9,8 +9,9 @@
   POST /f/ACTION/TOKEN/undo
   GET  /healthz
 
-Every token is signed (paperwire.tokens) for one user and one action; a bad, foreign or expired
-token gets a page saying so (HTTP 400) and changes nothing. Unsubscribe and pause are the
+Every token is signed (paperwire.tokens) for one user and one action (unsubscribe, or a vote on
+one paper and topic, the path saying which vote); a bad, foreign or expired token gets a page
+saying so (HTTP 400) and changes nothing. Unsubscribe and pause are the
 mailer's ``paused`` state (alerts.recipients); feedback is a separate layer in Redis that the
 matcher reads, so profile files stay the source of truth for what a reader wrote.
 """
