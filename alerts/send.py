@@ -45,18 +45,65 @@ class TransientFailure(ServiceUnavailable):
     """Retries ran out on a transient error; the caller must not commit."""
 
 
-def _client(settings: Settings) -> aiosmtplib.SMTP:
-    return aiosmtplib.SMTP(
-        hostname=settings.smtp_host,
-        port=settings.smtp_port,
-        use_tls=settings.smtp_tls,
+CLOSE_WAIT_S = 1.0  # how long a closed connection may take to let go of its socket
+
+
+class Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, which also knows when the connections it opened are really gone.
+
+    Closing a TLS connection sends TLS's close_notify and returns at once; the socket closes
+    only when the relay's close_notify comes back. An event loop that ends before then leaves
+    the socket to the garbage collector: measured here, 14 in 100 refused STARTTLS logins and
+    3 in 100 clean QUITs. ``wait_closed`` waits for them, and aborts what is left after
+    ``CLOSE_WAIT_S``."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._open: set[object] = set()  # protocols whose connection_lost has not run yet
+        self._all_closed = asyncio.Event()
+
+    async def _create_connection(self, timeout: float | None) -> aiosmtplib.SMTPResponse:
+        try:
+            return await super()._create_connection(timeout)
+        finally:
+            # The greeting may fail after the socket is open; connection_lost clears .transport.
+            if self.protocol is not None and self.protocol.transport is not None:
+                self._open.add(self.protocol)
+
+    def _on_connection_lost(self, protocol: aiosmtplib.protocol.SMTPProtocol) -> None:
+        self._open.discard(protocol)
+        if not self._open:
+            self._all_closed.set()
+        super()._on_connection_lost(protocol)
+
+    async def wait_closed(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Close this client and wait until every socket it opened is closed."""
+        self.close()
+        if self._open:
+            self._all_closed.clear()
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout)
+            except TimeoutError:
+                log.warning("SMTP: %d connections still closing after %.1fs; aborted", len(self._open), timeout)
+                for protocol in list(self._open):
+                    if protocol.transport is not None:
+                        protocol.transport.abort()
+                await asyncio.sleep(0)  # the transports close their sockets on the next loop turn
+
+
+def client(settings: Settings, **overrides: object) -> Client:
+    options: dict[str, object] = {
+        "hostname": settings.smtp_host,
+        "port": settings.smtp_port,
+        "use_tls": settings.smtp_tls,
         # False, not None: aiosmtplib would otherwise upgrade whenever the server offers it.
-        start_tls=settings.smtp_starttls if not settings.smtp_tls else False,
-        username=settings.smtp_username,
-        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-        cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
-        timeout=settings.smtp_timeout_s,
-    )
+        "start_tls": settings.smtp_starttls if not settings.smtp_tls else False,
+        "username": settings.smtp_username,
+        "password": settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        "cert_bundle": str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
+        "timeout": settings.smtp_timeout_s,
+    }
+    return Client(**(options | overrides))
 
 
 def _recipient(msg: EmailMessage) -> str:
@@ -147,7 +194,7 @@ async def send_all(
     errors: list[BaseException] = []
 
     async def worker() -> None:
-        smtp = _client(settings)
+        smtp = client(settings)
         try:
             while queue and not errors:
                 i, msg = queue.pop()
@@ -162,7 +209,8 @@ async def send_all(
                 try:
                     await smtp.quit()
                 except (aiosmtplib.SMTPException, OSError):
-                    smtp.close()
+                    pass
+            await smtp.wait_closed()
 
     workers = max(1, min(settings.smtp_pool_size, len(messages)))
     await asyncio.gather(*(worker() for _ in range(workers)))

@@ -102,17 +102,16 @@ def check_kafka(settings: Settings) -> Check:
 def check_smtp(settings: Settings) -> Check:
     import aiosmtplib
 
+    from alerts.send import client
+
     async def probe() -> str:
-        smtp = aiosmtplib.SMTP(hostname=settings.smtp_host, port=settings.smtp_port, use_tls=settings.smtp_tls,
-                               start_tls=settings.smtp_starttls and not settings.smtp_tls, timeout=5)
-        await smtp.connect()
+        smtp = client(settings, timeout=5)  # the mailer's own connection: TLS, CA file, login
         try:
-            if settings.smtp_username and settings.smtp_password:
-                await smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
-                return "login ok"
-            return "no login configured"
-        finally:
+            await smtp.connect()
             await smtp.quit()
+        finally:
+            await smtp.wait_closed()
+        return "login ok" if settings.smtp_username and settings.smtp_password else "no login configured"
 
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     try:
