@@ -59,16 +59,35 @@ def bf16_products_faster(flags: frozenset[str] | None = None, speedup: Callable[
 def bf16_speedup() -> float:
     """float32 seconds / bfloat16 seconds for one block of the scorer (256 papers x 384 against
     32,768 topics): numpy's float32, as the scorer's float32 stage takes it, against torch's
-    bfloat16, as its bfloat16 stage does. Best of three after a warm-up, ~0.25 s. A quarter of
-    the block measured 1.1-1.5x on a Zen 4 where whole blocks gave 2.3x, run after run."""
+    bfloat16, as its bfloat16 stage does. Best of three after a warm-up, ~0.5 s. A quarter of
+    the block measured 1.1-1.5x on a Zen 4 where whole blocks gave 2.3x, run after run.
+
+    On one thread each, as the scorer's workers run them (a product per core), in a thread of its
+    own so the settings stay there. With both libraries on every core the same Zen 4 measured
+    1.4x in some processes and 2.5x in others (OpenBLAS's threads still spinning after the
+    float32 product took cores from torch's), and one index took float32 for it; on one thread
+    each it measured 2.2-2.4x."""
+    import threading
+
     import numpy as np
     import torch
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
     papers = rng.standard_normal((256, 384), dtype=np.float32)
     topics = rng.standard_normal((32768, 384), dtype=np.float32)
     p16, t16 = torch.from_numpy(papers).bfloat16(), torch.from_numpy(topics).bfloat16()
-    return _best(lambda: papers @ topics.T) / _best(lambda: torch.mm(p16, t16.T))
+    ratio: list[float] = []
+
+    def measure() -> None:
+        torch.set_num_threads(1)  # this thread's OpenMP setting
+        with threadpool_limits(limits=1, user_api="blas"):
+            ratio.append(_best(lambda: papers @ topics.T) / _best(lambda: torch.mm(p16, t16.T)))
+
+    worker = threading.Thread(target=measure, name="bf16-speedup")
+    worker.start()
+    worker.join()
+    return ratio[0]
 
 
 def _best(run: Callable[[], object], repeat: int = 3) -> float:
