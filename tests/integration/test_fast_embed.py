@@ -78,6 +78,25 @@ def test_export_is_cached_and_reused(onnx_embedder, onnx_cache: Path) -> None:  
     assert not list(onnx_cache.rglob("*.tmp"))
 
 
+def test_int8_graph_keeps_layer_norm_apart_from_the_residual_add(onnx_cache: Path, tmp_path: Path) -> None:
+    # ONNX Runtime's fused SkipLayerNormalization was the slow part (see consumers/fast_embed.py):
+    # neither the exported file nor the graph the session runs may have it.
+    import onnx
+    import onnxruntime as ort
+
+    from consumers.fast_embed import _SLOW_FUSIONS, onnx_model_file
+
+    file = onnx_model_file(None, onnx_cache)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "as_run.onnx")
+    ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"], disabled_optimizers=_SLOW_FUSIONS)
+    for graph in (onnx.load(str(file)).graph, onnx.load(str(tmp_path / "as_run.onnx")).graph):
+        ops = {n.op_type for n in graph.node}
+        assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops, sorted(ops)
+        assert ops & {"QAttention", "DynamicQuantizeMatMul", "MatMulInteger"}  # still int8
+
+
 @pytest.fixture(scope="session")
 def bf16_embedder():  # noqa: ANN201
     from consumers.fast_embed import Bf16Embedder
