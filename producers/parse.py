@@ -181,7 +181,11 @@ def parse(data: bytes, kind: Kind | str = "auto", *, fetched_at: datetime | None
     if kind == "hf-daily" or (kind == "auto" and data.lstrip()[:1] in (b"[", b"{")):
         return _parse_hf_daily(data)
     data, note = normalise_encoding(data)
-    d = feedparser.parse(data)
+    data, refs = _fix_char_refs(data)
+    try:
+        d = feedparser.parse(data)
+    except Exception as exc:  # noqa: BLE001 - a parser bug on odd input is still this document's error
+        raise FeedError(f"feedparser could not read the document: {type(exc).__name__}: {exc}") from exc
     _check_usable(d, data)
     errors = [e for e in d.entries if "arxiv.org/api/errors" in (e.get("id") or "")]
     if errors:
@@ -200,9 +204,36 @@ def parse(data: bytes, kind: Kind | str = "auto", *, fetched_at: datetime | None
             f"malformed document, no entry usable ({len(result.dropped)} dropped): "
             f"{type(exc).__name__}: {clean_text(str(exc))}"
         )
-    if note:
-        result.notes.append(note)
+    result.notes += [n for n in (note, refs) if n]
     return result
+
+
+# A character reference past U+10FFFF, or to a surrogate, is no character: feedparser's loose
+# parser dies on one (ValueError from chr() or the UTF-8 encoder), and the whole document with it.
+# References to characters XML 1.0 does not allow (NUL and the other C0 controls but tab and line
+# ends, U+FFFE, U+FFFF) would put them into titles: they become U+FFFD too.
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+_XML_CHARS = ((0x20, 0xD7FF), (0xE000, 0xFFFD), (0x10000, 0x10FFFF))  # and tab, LF, CR
+
+
+def _fix_char_refs(data: bytes) -> tuple[bytes, str | None]:
+    """(the document with each such reference made U+FFFD, a note saying how many), so the
+    entries around one still parse."""
+    if b"&#" not in data:
+        return data, None
+    bad = 0
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        nonlocal bad
+        digits = (m[1] or m[2]).lstrip(b"0") or b"0"
+        value = int(digits, 16 if m[1] else 10) if len(digits) <= 8 else -1  # -1: far past the last
+        if value in (0x9, 0xA, 0xD) or any(a <= value <= b for a, b in _XML_CHARS):
+            return m[0]
+        bad += 1
+        return b"&#xFFFD;"
+
+    fixed = _CHAR_REF.sub(fix, data)
+    return fixed, f"{bad} character references to no character replaced" if bad else None
 
 
 def _check_usable(d: Any, data: bytes) -> None:

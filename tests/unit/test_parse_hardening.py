@@ -58,6 +58,16 @@ def test_unknown_declared_charset_is_ignored_not_fatal():
     assert [p.title for p in parse(data).papers] == ["Plain"]
 
 
+@pytest.mark.parametrize("ref", ["&#1114112;", "&#x0110000;", "&#xD800;", "&#55296;", "&#" + "9" * 5000 + ";"])
+def test_a_reference_to_no_character_costs_only_itself(ref):
+    # feedparser's loose parser died in chr() on these (found by tests/fuzz), losing the document.
+    data = JOURNAL.format(enc="utf-8", title=f"Bad {ref} here &#233; &#x10FFFF;&#0000;").encode()
+    result = parse(data)
+    (paper,) = result.papers
+    assert paper.title == "Bad \ufffd here é \U0010ffff\ufffd" and paper.abstract == "Résumé of 論文 work."
+    assert result.notes == ["2 character references to no character replaced"]  # and &#0000;, a NUL
+
+
 def test_entries_missing_dates_take_the_channel_date_then_the_fetch_time_then_drop():
     undated = JOURNAL.format(enc="utf-8", title="Undated").replace(
         "<pubDate>Thu, 26 Nov 2026 00:00:00 +0000</pubDate>", ""
