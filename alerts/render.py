@@ -69,6 +69,10 @@ _SMTP_POLICY = SMTP.clone(header_factory=_HeaderClasses())  # email.policy.SMTP,
 # clients do not decode in List-Unsubscribe. CRLF line ends: the bytes go to SMTP as they are.
 MAIL_POLICY = _SMTP_POLICY.clone(max_line_length=998)
 TRENDING_MAX = 5  # default cap of the "Trending today" section: a taste, not a second digest
+# Gmail shows the first ~102 KB of an email's HTML and hides the rest behind "[Message
+# clipped]", footer and unsubscribe link included. A full card is ~2.3 KB, so a digest of more
+# than ~40 papers would be cut; past this size its last cards are brief (card.html.j2).
+HTML_MAX_BYTES = 96_000
 
 _env_html = Environment(
     loader=PackageLoader("alerts", "templates"),
@@ -203,11 +207,12 @@ class _Card:
 
     def __init__(self, fields: dict[str, object]) -> None:
         self.fields = fields
-        self.variants: dict[tuple[bool, bool, bool], tuple[list[str], list[str]]] = {}
+        self.variants: dict[tuple[bool, bool, bool, bool], tuple[list[str], list[str]]] = {}
         self.direct = any("\x00" in str(v) for v in fields.values())
 
-    def pieces(self, updated: bool, versioned: bool, feedback: bool) -> tuple[list[str], list[str]]:
-        key = (updated, versioned, feedback)
+    def pieces(self, updated: bool, versioned: bool, feedback: bool, brief: bool = False) -> tuple[Parts, Parts]:
+        """``brief``: the HTML is the card in brief (``_within_budget``)."""
+        key = (updated, versioned, feedback, brief)
         got = self.variants.get(key)
         if got is None:
             item = self.fields | {
@@ -217,7 +222,8 @@ class _Card:
                 "more_url": _MARK["more_url"] if feedback else None,
                 "less_url": _MARK["less_url"] if feedback else None,
             }
-            got = self.variants[key] = (_SPLIT.split(_card_html()(item)), _SPLIT.split(_card_text()(item)))
+            html = (_card_brief() if brief else _card_html())(item)
+            got = self.variants[key] = (_SPLIT.split(html), _SPLIT.split(_card_text()(item)))
         return got
 
 
@@ -261,21 +267,32 @@ def _card_text() -> Callable[[dict[str, object]], str]:
     return _env_text.get_template("card.txt.j2").module.paper  # type: ignore[attr-defined,no-any-return]
 
 
-def _card_direct(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[Parts, Parts]:
+def _card_brief() -> Callable[[dict[str, object]], str]:
+    return _env_html.get_template("card.html.j2").module.brief  # type: ignore[attr-defined,no-any-return]
+
+
+def _brief_note(left_out: int) -> str:
+    return str(_env_html.get_template("card.html.j2").module.note(left_out))  # type: ignore[attr-defined]
+
+
+def _card_direct(m: Match, updated: frozenset[str], links: FeedbackLinks, brief: bool = False) -> tuple[Parts, Parts]:
     """A card rendered by the template with this reader's values: the reference for ``_card``
     (as Parts: all of it is this reader's)."""
     item = _item(m, updated, links)
-    return ["", str(_card_html()(item)), ""], ["", str(_card_text()(item)), ""]
+    html = (_card_brief() if brief else _card_html())(item)
+    return ["", str(html), ""], ["", str(_card_text()(item)), ""]
 
 
-def _card(m: Match, updated: frozenset[str], links: FeedbackLinks) -> tuple[Parts, Parts]:
+def _card(m: Match, updated: frozenset[str], links: FeedbackLinks, brief: bool = False) -> tuple[Parts, Parts]:
     """(html, text) of one paper's card for one reader: the paper's cached pieces, and in their
-    slots the reader's values."""
+    slots the reader's values. ``brief``: the HTML is the card in brief."""
     card = _paper_card(_paper(m))
     if card.direct:
-        return _card_direct(m, updated, links)
+        return _card_direct(m, updated, links, brief)
     values = _reader_values(m, updated, links)
-    html_pieces, text_pieces = card.pieces(bool(values["updated"]), bool(values["version"]), bool(values["more_url"]))
+    html_pieces, text_pieces = card.pieces(
+        bool(values["updated"]), bool(values["version"]), bool(values["more_url"]), brief
+    )
     html, text = list(html_pieces), list(text_pieces)
     for k in range(1, len(html), 2):  # odd places are slots: the value, as Jinja would print it
         html[k] = _escape(values[html[k]])
@@ -383,14 +400,52 @@ def render(
     }
     groups = [items for _, items in sections] + ([trending] if trending else [])
     cards = [[_card(m, updated, feedback) for m in items] for items in groups]
-    html, text = _page(page, values, [t for t, _ in sections], cards)
+    titles = [t for t, _ in sections]
+    html, text = _page(page, values, titles, cards)
+    whole = ascii_html("".join(html))
+    if len(whole) > HTML_MAX_BYTES:
+        whole = _within_budget(page, values, titles, groups, cards, updated, feedback, len(whole))
     return Email(
         subject=subject,
-        html=ascii_html("".join(html)),
+        html=whole,
         text="".join(text),
         paper_ids=[m.paper_id for m in shown_matches],
         headers=headers,
     )
+
+
+def _within_budget(
+    page: _Page, values: dict[str, str], titles: list[str], groups: list[list[Match]],
+    cards: list[list[tuple[Parts, Parts]]], updated: frozenset[str], feedback: FeedbackLinks, size: int,
+) -> str:  # fmt: skip
+    """The HTML of a digest longer than ``HTML_MAX_BYTES``: as many whole cards as fit, best
+    first, then cards in brief, after a note saying so. If even brief cards do not all fit (200
+    papers with titles of 200 characters), the last ones are left out and the note counts them.
+    The text part keeps every card whole."""
+    order = [(g, k) for g, items in enumerate(groups) for k in range(len(items))]
+    whole = [sum(map(len, cards[g][k][0])) for g, k in order]
+    brief = [sum(map(len, _card(groups[g][k], updated, feedback, True)[0])) for g, k in order]
+    rest = size - sum(whole) + len(_brief_note(len(order)))  # the page around the cards, and the note
+    keep, shown = len(order), len(order)  # cards whole, cards shown at all
+    while keep and rest + sum(whole[:keep]) + sum(brief[keep:]) > HTML_MAX_BYTES:
+        keep -= 1
+    while shown and not keep and rest + sum(brief[:shown]) > HTML_MAX_BYTES:
+        shown -= 1
+    while True:
+        mixed = [list(cs) for cs in cards]
+        for n, (g, k) in enumerate(order[keep:], keep):
+            html = _card(groups[g][k], updated, feedback, True)[0] if n < shown else []
+            if n == keep:
+                html = [_brief_note(len(order) - shown), *html]
+            mixed[g][k] = (html, cards[g][k][1])
+        out = ascii_html("".join(_page(page, values, titles, mixed)[0]))
+        if len(out) <= HTML_MAX_BYTES or not shown:
+            return out
+        # Over by what ascii_html spelled out in the cards (non-ASCII titles): one card fewer.
+        if keep:
+            keep -= 1
+        else:
+            shown -= 1
 
 
 def ascii_html(html: str) -> str:

@@ -180,6 +180,43 @@ def test_more_and_less_links_per_paper_and_topic():
     assert "f/more" not in render(PROFILE, [match("2611.00001", "T", 0.9)], kind="daily", now=NOW).html
 
 
+def test_a_long_digest_stays_within_what_mail_clients_show_whole(monkeypatch):
+    import html as html_lib
+
+    import alerts.render as rendering
+
+    profile = PROFILE.model_copy(update={"delivery": PROFILE.delivery.model_copy(update={"max_papers": 200})})
+    url = "http://127.0.0.1:8000/u/abc.def"
+    links = lambda action, pid, topic: f"https://pw.example/f/{action}/{pid}?t=sig"  # noqa: E731
+
+    def digest(n: int, title_chars: int):  # noqa: ANN202
+        title = "Paper {:03d} on grasping & <b>SLAM</b> "
+        ms = [match(f"2611.{k:05d}", title.format(k).ljust(title_chars, "x"), 0.9 - k / 1000) for k in range(n)]
+        return ms, render(profile, ms, kind="weekly", now=NOW, unsubscribe_url=url, feedback=links)
+
+    many, out = digest(200, 90)  # arXiv titles run ~90 characters
+    assert len(out.html.encode()) <= rendering.HTML_MAX_BYTES < 102_000  # Gmail clips at ~102 KB
+    assert f'href="{url}"' in out.html  # the footer made it
+    for m in many:  # every paper is in the HTML, linked; the text part keeps every card whole
+        assert html_lib.escape(m.paper.title, quote=False) in out.html and f'href="{m.paper.url}"' in out.html
+        assert m.paper.title in out.text and f"More like this: https://pw.example/f/more/{m.paper_id}" in out.text
+    whole = out.html.count("<b>Why:</b>")
+    assert 0 < whole < 200 and out.html.count("More matches in brief") == 1 and "did not fit" not in out.html
+    assert out.html.rindex("<b>Why:</b>") < out.html.index("More matches in brief")  # the best whole
+    short = digest(20, 90)[1]
+    assert "in brief" not in short.html and short.html.count("<b>Why:</b>") == 20
+    # Titles of 200 characters: even in brief 200 of them do not fit; the last are left out, and counted.
+    many, out = digest(200, 200)
+    assert len(out.html.encode()) <= rendering.HTML_MAX_BYTES and f'href="{url}"' in out.html
+    shown = [m for m in many if f'href="{m.paper.url}"' in out.html]
+    assert shown == many[: len(shown)] and 150 < len(shown) < 200
+    assert f"and {200 - len(shown)} more that did not fit" in out.html
+    assert all(m.paper.title in out.text for m in many)
+    # ... and the brief cards too are what the templates give, byte for byte.
+    monkeypatch.setattr(rendering, "_card", rendering._card_direct)
+    assert render(profile, many, kind="weekly", now=NOW, unsubscribe_url=url, feedback=links) == out
+
+
 # --- cached cards and pages are the templates' output, byte for byte --------------------------------
 
 
