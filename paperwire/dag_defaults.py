@@ -49,33 +49,29 @@ def notify_failure(context: dict[str, Any]) -> None:
     subject, body = failure_summary(context)
     log.error("%s\n%s", subject, body)
     try:
-        from paperwire.settings import Settings
-
-        settings = Settings()
-        if not settings.ops_email:
-            return
         import asyncio
         from email.message import EmailMessage
 
-        import aiosmtplib
+        from alerts.send import send_all
+        from paperwire.settings import Settings
 
+        try:  # the relay the digests use: a paperwire_smtp Airflow connection over the environment
+            from paperwire.airflow_settings import task_settings
+
+            settings = task_settings()
+        except Exception:  # noqa: BLE001 - no Airflow connections here: the environment's relay
+            log.warning("failure notification: Airflow connections not readable; using the environment's relay")
+            settings = Settings()
+        if not settings.ops_email:
+            return
         msg = EmailMessage()
         msg["From"] = settings.mail_from
         msg["To"] = settings.ops_email
         msg["Subject"] = subject
         msg.set_content(body)
-        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-        asyncio.run(
-            aiosmtplib.send(
-                msg,
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                use_tls=settings.smtp_tls,
-                start_tls=settings.smtp_starttls and not settings.smtp_tls,
-                username=settings.smtp_username,
-                password=password,
-                timeout=settings.smtp_timeout_s,
-            )
-        )
+        # The mailer's own pool of one: its TLS, CA file, login and retries.
+        (outcome,) = asyncio.run(send_all([msg], settings, lambda _msg, _at: None))
+        if not outcome.accepted:
+            log.error("the relay refused the failure notification: %s %s", outcome.code, outcome.reason)
     except Exception:  # noqa: BLE001 - see docstring
         log.exception("could not send the failure notification")

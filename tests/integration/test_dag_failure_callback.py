@@ -1,11 +1,13 @@
 """A red square tells the operator: a real DAG run with a broken feed makes the failure
-callback send a mail, naming the DAG, the feed's square and the error, to a real SMTP server."""
+callback send a mail, naming the DAG, the feed's square and the error, to a real SMTP server:
+the relay the digests use, so a paperwire_smtp Airflow connection wins over the environment."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from paperwire.airflow_local import airflow_env, dags_test, ensure_db
+from tests.conftest import free_port
 from tests.helpers import read_outbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +26,9 @@ def test_failed_feed_task_mails_the_operator(kafka_settings, redis_client, smtp,
             "PAPERWIRE_REDIS_URL": kafka_settings.redis_url,
             "PAPERWIRE_REDIS_PREFIX": kafka_settings.redis_prefix,
             "PAPERWIRE_OPS_EMAIL": "ops@example.org",
-            "PAPERWIRE_SMTP_PORT": str(smtp.port),
+            "PAPERWIRE_SMTP_PORT": str(free_port()),  # wrong on purpose: the connection is right
+            "PAPERWIRE_SMTP_ATTEMPTS": "1",
+            "AIRFLOW_CONN_PAPERWIRE_SMTP": f"smtp://127.0.0.1:{smtp.port}",
         },
     )
     ensure_db(env)
