@@ -179,6 +179,12 @@ def _render_shard(shard: int, shards: int) -> tuple[int, int, float]:
     return done, total_bytes, _private_gib() if shards > 1 else 0.0
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process's threads and its reaped children so far."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _private_gib() -> float:
     """Pages this process has written to (its own, not shared with its parent), in GiB."""
     kib = 0
@@ -252,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("setup %.1fs: %d topics, peak %.2f GiB", setup_s, len(index), setup_peak)
 
     stages: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of the stages that use both cores
     with DevBroker(port=free_port()) as broker:
         tag = uuid.uuid4().hex[:8]
         settings = Settings(
@@ -280,11 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         consumer.close()
         stages["consume"] = time.perf_counter() - t
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_s()
         pv = emb.encode([p.text for p in got])
         stages["embed"] = time.perf_counter() - t
+        cpu["embed"] = _cpu_s() - c
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_s()
         paper_ids = [p.id for p in got]
         parts = []
         for s in range(0, len(got), args.chunk):
@@ -293,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = digests(parts, user_of_row, topic_of_row, max_papers, paper_ids)
         readers = kept.readers()
         stages["match"] = time.perf_counter() - t
+        cpu["match"] = _cpu_s() - c
         log.info("match %.1fs: %d matches, %d readers, peak %.2f GiB", stages["match"], hits, len(readers), peak_gib())
         # Rendering needs the readers and what their digests show, not the index or the columns.
         n_topics = len(index)
@@ -301,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         matched_peak = peak_gib()
         rendering_only = _reset_peak()  # from here on VmHWM is the parent's peak while rendering
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_s()
         users = readers[: args.render_sample or None].tolist()
         global _RENDER
         _RENDER = (settings, profiles, kept, got, users, datetime.now(UTC))
@@ -319,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 done, size, _ = _render_shard(0, n)
                 shards = [(done, size, 0.0), *others]
         render_s = time.perf_counter() - t
+        cpu["render"] = _cpu_s() - c  # the workers' too: the pool has reaped them
         rendered = sum(n for n, _, _ in shards)
         total_bytes = sum(b for _, b, _ in shards)
         stages["render"] = render_s * len(readers) / max(rendered, 1)  # the same unless --render-sample
@@ -342,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 "day_setup_s": round(setup_s, 1),
                 "day_setup_peak_gib": round(setup_peak, 2),
                 "day_stage_s": {k: round(v, 2) for k, v in stages.items()},
+                "day_stage_cpu_s": {k: round(v, 2) for k, v in cpu.items()},
                 "day_papers": len(got),
                 "day_profiles": len(profiles),
                 "day_topics": n_topics,
