@@ -155,3 +155,33 @@ def test_looking_terms_up_agrees_with_searching_for_them():
     order = np.random.default_rng(0).permutation(len(rows))
     assert again.many(rows[order], words[order], MANY_TERMS).tolist() == [want[k] for k in order]
     assert again.many(np.repeat(rows, 2), np.repeat(words, 2), MANY_TERMS).tolist() == list(np.repeat(want, 2))
+
+
+def test_threads_get_ranges_of_equal_cost_not_of_equal_topics(monkeypatch):
+    """Topics are sorted by query: 60 readers sharing one topic's words come first, 60 in words
+    of their own after them. Each distinct query's lexical product costs ``_QUERY_COST`` topics'
+    worth, so the second thread takes fewer topics, and together the ranges cover every topic."""
+    from consumers import score as scoring
+
+    monkeypatch.setattr(scoring, "_MIN_PART", 8)
+
+    def reader(user: str, words: str) -> Profile:
+        return Profile(id=user, email=f"{user}@example.org", topics=[{"name": "T", "description": words}])
+
+    shared = [reader(f"s{k}", "graph neural networks") for k in range(60)]
+    own = [reader(f"o{k}", f"topic{k} words{k}") for k in range(60)]
+    profiles = shared + own  # queries are numbered as they are first seen: the shared one first
+    vectors = {(p.id, "T"): unit(1, k) for k, p in enumerate(profiles)}
+    idx = ProfileIndex(profiles, vectors, workers=2)
+    (a, b), (c, d) = idx._ranges()
+    assert (a, b == c, d) == (0, True, 120)
+    rows = idx._query_rows
+    distinct = [len(np.unique(rows[a:b])), len(np.unique(rows[c:d]))]
+    assert distinct[0] < distinct[1]
+    cost = [(b - a) + scoring._QUERY_COST * distinct[0], (d - c) + scoring._QUERY_COST * distinct[1]]
+    assert b - a > d - c
+    assert abs(cost[0] - cost[1]) <= 2 * (1 + scoring._QUERY_COST)  # a row, and a query cut in two
+    papers = [paper("p1", "graph neural networks for topic7 words7")]
+    pv = np.stack([unit(1, 7)])
+    one = ProfileIndex(profiles, vectors, workers=1).score(papers, pv)
+    assert [(m.user, m.score) for m in idx.score(papers, pv)] == [(m.user, m.score) for m in one] != []
