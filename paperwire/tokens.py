@@ -93,17 +93,30 @@ def _unb64(text: str) -> bytes:
 
 
 def _mac(secret: bytes, body: bytes) -> bytes:
-    mac = _keyed(secret).copy()
-    mac.update(body)
-    return mac.digest()
+    return _finish(_keyed(secret), body)
+
+
+def _finish(halves: tuple[hashlib._Hash, hashlib._Hash], body: bytes) -> bytes:
+    """HMAC-SHA256 of the domain prefix and ``body``, from the keyed halves (``_keyed``)."""
+    inner, outer = halves[0].copy(), halves[1].copy()
+    inner.update(body)
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 @lru_cache(maxsize=16)
-def _keyed(secret: bytes) -> hmac.HMAC:
-    """HMAC-SHA256 keyed with ``secret`` and fed the tokens' domain prefix (never updated itself:
-    each token updates a copy). The key's two padded blocks are hashed once, not for each of a
-    digest's ~40 links: a copy is 1.0 us, a new HMAC 1.6 us."""
-    return hmac.new(secret, b"paperwire-token-v1\x00", hashlib.sha256)
+def _keyed(secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256 (RFC 2104) keyed with ``secret`` and fed the tokens' domain prefix, as its two
+    SHA-256 states: the inner one has hashed key XOR ipad and the prefix, the outer one key XOR
+    opad. Neither is updated itself: each token updates copies (``_finish``). The key's padded
+    blocks are hashed once, not for each of a digest's ~20 tokens, and without the hmac module's
+    Python layer a token's MAC takes 0.7 us instead of 1.2 (``tests/unit/test_tokens.py`` checks
+    it against ``hmac``)."""
+    block = hashlib.sha256().block_size
+    key = (hashlib.sha256(secret).digest() if len(secret) > block else secret).ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(k ^ 0x36 for k in key))
+    inner.update(b"paperwire-token-v1\x00")
+    return inner, hashlib.sha256(bytes(k ^ 0x5C for k in key))
 
 
 # A JSON string literal as json.dumps writes it (ASCII only, escaped), in C.
@@ -196,7 +209,9 @@ def feedback_links(settings: Settings, user: str, *, now: datetime | None = None
     key = _keyed(_secret(settings))
     expires = int(((now or datetime.now(UTC)) + FEEDBACK_TTL).timestamp())
     base = f"{settings.public_url.rstrip('/')}/f/"
+    start = f'{{"a":"feedback","e":{expires},"p":'
     user_claim = f',"u":{_json_str(user)}}}'
+    topics: dict[str, str] = {}  # topic -> its claim (a reader has a few topics, and many cards)
     tokens: dict[tuple[str, str], str] = {}  # (paper, topic) -> its token
 
     def link(action: str, paper: str, topic: str) -> str:
@@ -204,11 +219,11 @@ def feedback_links(settings: Settings, user: str, *, now: datetime | None = None
             raise ValueError(f"unknown feedback action {action!r}")
         token = tokens.get((paper, topic))
         if token is None:
-            claims = f'{{"a":"feedback","e":{expires},"p":{_json_str(paper)},"t":{_json_str(topic)}{user_claim}'
-            body = claims.encode("ascii")
-            mac = key.copy()
-            mac.update(body)
-            token = tokens[(paper, topic)] = (_b64(body) + b"." + _b64(mac.digest())).decode("ascii")
+            claim = topics.get(topic)
+            if claim is None:
+                claim = topics[topic] = f',"t":{_json_str(topic)}{user_claim}'
+            body = f"{start}{_json_str(paper)}{claim}".encode("ascii")
+            token = tokens[(paper, topic)] = (_b64(body) + b"." + _b64(_finish(key, body))).decode("ascii")
         return f"{base}{action}/{token}"
 
     return link

@@ -135,3 +135,19 @@ def test_the_signing_key_follows_the_settings_it_is_given():
     for _ in range(2):
         with pytest.raises(ConfigError):
             sign(Settings(public_url="https://alerts.example.org", secret_key="short"), "ada", "unsubscribe")
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 63, 64, 65, 200])
+def test_the_mac_is_hmac_sha256_of_the_domain_prefix_and_claims(size):
+    """Tokens' MACs are computed from pre-keyed SHA-256 states (``_keyed``); they must be the
+    standard HMAC, for keys shorter than, equal to and longer than SHA-256's 64-byte block."""
+    import hashlib
+    import hmac
+
+    from paperwire import tokens
+
+    secret = bytes(k % 251 for k in range(size))
+    body = b'{"a":"feedback","e":1,"p":"2601.00001","t":"Graph \\u00e9","u":"ada"}'
+    want = hmac.new(secret, b"paperwire-token-v1\x00" + body, hashlib.sha256).digest()
+    assert tokens._mac(secret, body) == want
+    assert tokens._mac(secret, body) == want  # the keyed states are copied, never updated
