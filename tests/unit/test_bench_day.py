@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from alerts.render import select
 from bench.day import Part, digests
@@ -19,7 +20,10 @@ def _paper(k: int) -> Paper:
     )  # fmt: skip
 
 
-def test_each_readers_digest_is_what_select_picks():
+@pytest.mark.parametrize("shuffled", [False, True], ids=["scorer-order", "any-order"])
+def test_each_readers_digest_is_what_select_picks(shuffled):
+    """Rows as the scorer gives them (by paper, then topic: a reader's rows for one paper are
+    adjacent, which ``digests`` uses), and shuffled (it must notice, and sort them in full)."""
     rng = np.random.default_rng(11)
     n_papers, n_users, topics_per_user = 40, 30, 3
     # Paper ids out of the papers' order, so the id tie-break is not the row order.
@@ -32,6 +36,8 @@ def test_each_readers_digest_is_what_select_picks():
     for first in range(0, n_papers, 16):  # batches, as the day scores them
         rows = [(p, t) for p in range(first, min(n_papers, first + 16)) for t in range(len(user_of_row))
                 if rng.random() < 0.3]  # fmt: skip
+        if shuffled:
+            rows = [rows[k] for k in rng.permutation(len(rows))]
         paper = np.array([p for p, _ in rows], np.int64)
         topic = np.array([t for _, t in rows], np.int64)
         # Scores on a coarse grid: ties between topics of a reader and between papers.
