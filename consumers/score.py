@@ -754,8 +754,12 @@ class ProfileIndex:
         # Most pairs find one keyword: its tuple is made once per index, and placed as an array.
         one = first[n_hits == 1]
         found_words[hit_keys[one]] = self._one_word[hit_words[one]]
-        for a, n in zip(first[n_hits > 1].tolist(), n_hits[n_hits > 1].tolist(), strict=True):
-            found_words[hit_keys[a]] = tuple(self._words[w] for w in hit_words[a : a + n].tolist())
+        if (n_hits > 1).any():  # the rest: each key's words as one tuple, from one list of the words
+            many = np.flatnonzero(np.repeat(n_hits > 1, n_hits))  # the rows of keys with several
+            names, keys_of = [self._words[w] for w in hit_words[many].tolist()], hit_keys[many]
+            cuts = np.flatnonzero(np.r_[True, keys_of[1:] != keys_of[:-1]]).tolist() + [len(many)]
+            for k, a, b in zip(keys_of[cuts[:-1]].tolist(), cuts[:-1], cuts[1:], strict=True):
+                found_words[k] = tuple(names[a:b])
         keywords: list[tuple[str, ...]] = found_words.tolist()
         categories: list[tuple[str, ...]] = [()] * len(keys)
         for u, names in shared.items():
