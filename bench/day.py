@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         paper_ids = [p.id for p in got]
         parts = []
         for s in range(0, len(got), args.chunk):
+            freq.add(p.text for p in got[s : s + args.chunk])  # as the matcher counts each batch's words
             parts.append(Part.of(index.score_columns(got[s : s + args.chunk], pv[s : s + args.chunk]), s))
         hits = sum(len(p) for p in parts)
         kept = digests(parts, user_of_row, topic_of_row, max_papers, paper_ids)

@@ -150,8 +150,9 @@ def bench_match(papers, paper_vectors: np.ndarray, anchors: np.ndarray, sigma: f
     t = time.perf_counter()
     profiles, vectors = build(papers, anchors, 100_000, sigma, seed=1)
     out["match_100k_profiles_build_s"] = round(time.perf_counter() - t, 1)  # synthetic set-up, not the scorer
-    # With running word counts, as the matcher has them (``paperwire.paper_store.doc_freq``): here
-    # the day's, counted once; without them each call would count its own batch again.
+    # Word counts as the matcher keeps them (``paperwire.paper_store.doc_freq``): those of earlier
+    # days (here the day's, counted once), and each batch's words added before it is scored, so
+    # the queries' weights change on every call as they do in the matcher (``count_terms``).
     freq = DocFreq()
     freq.add(p.text for p in papers)
     t = time.perf_counter()
@@ -166,6 +167,7 @@ def bench_match(papers, paper_vectors: np.ndarray, anchors: np.ndarray, sigma: f
     judged = found = exact = 0
     t = time.perf_counter()
     for s in range(0, n, batch):
+        freq.add(p.text for p in papers[s : s + batch])
         found += len(index.score_columns(papers[s : s + batch], paper_vectors[s : s + batch]))
         judged += index.last_candidates
         exact += index.last_exact
