@@ -98,6 +98,7 @@ def run(
     stats = {"consumed": 0, "dead_lettered": 0, "commits": 0}
     uncommitted = False
     idle_since = time.monotonic()
+    consumed = metrics.CONSUMED.labels(name)
     while True:
         stopping = stop.is_set()
         due = stage.due_in()
@@ -106,10 +107,10 @@ def run(
         metrics.polled()
         items: list[Any] = []
         for records in polled.values():
+            stats["consumed"] += len(records)
+            consumed.inc(len(records))  # per poll: the mailer polls ~2,500 records a second
+            uncommitted = uncommitted or bool(records)
             for record in records:
-                stats["consumed"] += 1
-                metrics.CONSUMED.labels(name).inc()
-                uncommitted = True
                 try:
                     items.append(stage.decode(record))
                 except PoisonMessage as exc:
