@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 import aiosmtplib
+import aiosmtplib.protocol
+import aiosmtplib.smtp
 
 from paperwire import metrics
 from paperwire.errors import ServiceUnavailable
@@ -46,6 +48,27 @@ class TransientFailure(ServiceUnavailable):
 
 
 CLOSE_WAIT_S = 1.0  # how long a closed connection may take to let go of its socket
+
+
+def _crlf_line_ends(message: bytes) -> bytes:
+    """aiosmtplib's ``normalize_message_line_endings`` (lone CR or LF -> CRLF, and a CRLF at the
+    end), with the same result for every message, that skips its regular expression when every
+    line end is already CRLF, as in every message paperwire renders. aiosmtplib runs it twice per
+    message (to declare the SIZE, then before DATA): on ~10 KB alerts 49 us a pass against 14 us
+    for the three counts here, ~12 % of the mailer's own CPU (py-spy, holding the GIL) before."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:  # no lone CR or LF
+        return message if message.endswith(b"\r\n") else message + b"\r\n"
+    return _LIBRARY_LINE_ENDS(message)
+
+
+# Installed in both modules that call it, once, where it is the library's own function: a future
+# aiosmtplib without it keeps its own behaviour, and so does any other function put there.
+_LINE_ENDS = "normalize_message_line_endings"
+_LIBRARY_LINE_ENDS = getattr(aiosmtplib.protocol, _LINE_ENDS, None)
+for _module in (aiosmtplib.protocol, aiosmtplib.smtp):
+    if _LIBRARY_LINE_ENDS is not None and getattr(_module, _LINE_ENDS, None) is _LIBRARY_LINE_ENDS:
+        setattr(_module, _LINE_ENDS, _crlf_line_ends)
 
 
 class Client(aiosmtplib.SMTP):

@@ -30,7 +30,7 @@ from alerts import recipients
 from alerts.capture import ClosingController
 from alerts.deliver import PENDING_PER_SHOWN, add_pending, deliver, send_due, shard_of
 from alerts.mailer import MailerStage
-from alerts.render import select
+from alerts.render import render, select, to_mime
 from alerts.send import TransientFailure, send_all
 from consumers import profile_store, trending
 from paperwire.errors import ServiceUnavailable
@@ -122,6 +122,23 @@ def test_real_smtp_gets_multipart_mail_with_the_right_headers(settings, redis_cl
     more = re.search(r'href="(http://127\.0\.0\.1:8000/f/more/([^"]+))"', html)
     claims = verify(settings, more[2], action="more", user="ada", now=NOW)
     assert (claims.paper, claims.topic) == ("2611.00001", "Robots")
+
+
+def test_messages_reach_the_relay_with_crlf_line_ends_whatever_they_were_written_with(settings, smtp):
+    """A rendered message (CRLF already) arrives byte for byte, through the line-end fast path
+    (``alerts.send._crlf_line_ends``); one written by the email package with bare LF line ends,
+    and a line that starts with a dot, arrive as SMTP carries them (CRLF, the dot unstuffed)."""
+    rendered = to_mime(render(make_profile("ada"), [make_match("ada", "2611.00001")], kind="instant", now=NOW),
+                       sender="paperwire@example.org", recipient="ada@example.org", now=NOW, user="ada")  # fmt: skip
+    plain = EmailMessage()
+    plain["From"], plain["To"], plain["Subject"] = "paperwire@example.org", "rosalind@example.org", "hello"
+    plain.set_content("one\n.two\nthree\n")
+    assert b"\r" not in plain.as_bytes() and rendered.as_bytes().count(b"\n") == rendered.as_bytes().count(b"\r\n")
+    outcomes = asyncio.run(send_all([rendered, plain], at(settings, smtp), lambda m, t: None))
+    assert [o.accepted for o in outcomes] == [True, True]
+    first, second = sorted(smtp.handler.outbox.glob("*.eml"))
+    assert first.read_bytes() == rendered.as_bytes()
+    assert second.read_bytes() == plain.as_bytes().replace(b"\n", b"\r\n")
 
 
 def test_ledger_is_per_version_and_updates_need_the_opt_in(settings, redis_client, smtp):

@@ -1,0 +1,35 @@
+"""The mailer's line-end fast path (``alerts.send._crlf_line_ends``) is aiosmtplib's own
+``normalize_message_line_endings`` for any bytes at all, and it is the one aiosmtplib calls."""
+
+from __future__ import annotations
+
+import aiosmtplib.protocol
+import aiosmtplib.smtp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alerts import send
+
+# Line ends in every arrangement: lone CR, lone LF, CRLF, LFCR, CRCRLF, at the start and the end.
+line_bytes = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\n\r", b".", b"a", b"\xff", b" "]), max_size=40)
+
+
+@given(line_bytes)
+def test_the_fast_path_gives_the_librarys_result_for_any_bytes(pieces: list[bytes]) -> None:
+    message = b"".join(pieces)
+    assert send._crlf_line_ends(message) == send._LIBRARY_LINE_ENDS(message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"", b"a", b"a\r\n", b"a\n", b"a\r", b"\r\n", b"a\r\r\nb\r\n", b"a\n\rb\r\n", b"a\r\nb", b"a\r\nb\nc\r\n"],
+)
+def test_the_fast_path_at_the_edges(message: bytes) -> None:
+    assert send._crlf_line_ends(message) == send._LIBRARY_LINE_ENDS(message)
+
+
+def test_aiosmtplib_calls_the_fast_path_for_the_size_and_before_data() -> None:
+    assert send._LIBRARY_LINE_ENDS is not None
+    assert aiosmtplib.protocol.normalize_message_line_endings is send._crlf_line_ends
+    assert aiosmtplib.smtp.normalize_message_line_endings is send._crlf_line_ends
