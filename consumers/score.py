@@ -152,6 +152,9 @@ class Rule(NamedTuple):
     topic: Topic
 
 
+_NORM_ROWS = 16_384  # rows normalised at a time by ``_Queries.weighted``
+
+
 class _Queries:
     """The topics' lexical queries: distinct word counts, as raw sublinear-TF rows over a
     vocabulary of topic words. Topics with the same words share a row. IDF weights change with
@@ -205,10 +208,9 @@ class _Queries:
         def rows(dtype: type) -> sparse.csr_matrix:
             return sparse.csr_matrix((np.empty(raw.nnz, dtype), raw.indices, raw.indptr), shape=raw.shape, copy=False)
 
-        self._q, self._q32, self._squares = rows(np.float64), rows(np.float32), rows(np.float64)
-        for m in (self._q, self._q32, self._squares):
-            m.data.fill(0)
-        self._row_of = np.repeat(np.arange(raw.shape[0], dtype=np.int32), np.diff(raw.indptr))
+        self._q, self._q32 = rows(np.float64), rows(np.float32)
+        self._q.data.fill(0)
+        self._q32.data.fill(0)
         del self._by_text, self._by_words, self._indptr, self._cols, self._tf  # only needed while building
 
     def weighted(self, freq: DocFreq, *, cache: bool) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
@@ -223,13 +225,23 @@ class _Queries:
         raw = self.raw
         assert raw is not None, "freeze() first"
         idf = np.array([freq.idf(t) for t in self._terms], dtype=np.float64)
-        data, squares = self._q.data, self._squares.data
+        data = self._q.data
         np.take(idf, raw.indices, out=data, mode="clip")  # with out, the default mode buffers it all first
         data *= raw.data
-        np.multiply(data, data, out=squares)
-        norms = np.sqrt(self._squares @ np.ones(raw.shape[1]))  # each row's sum, in its order
-        norms[norms == 0] = 1.0  # a topic with no content words: every cosine is 0, as before
-        data /= np.take(norms, self._row_of, out=squares, mode="clip")
+        # Normalised a block of rows at a time: the temporaries are a block's (a few MB, reused
+        # by the allocator from call to call), not the whole matrix's (~95 MB at 100k readers,
+        # held for good before).
+        indptr, ones = raw.indptr, np.ones(raw.shape[1])
+        for a in range(0, raw.shape[0], _NORM_ROWS):
+            b = min(a + _NORM_ROWS, raw.shape[0])
+            lo, hi = int(indptr[a]), int(indptr[b])
+            block, counts = data[lo:hi], np.diff(indptr[a : b + 1])
+            squares = sparse.csr_matrix(
+                (block * block, raw.indices[lo:hi], indptr[a : b + 1] - lo), shape=(b - a, raw.shape[1])
+            )
+            norms = np.sqrt(squares @ ones)  # each row's sum, in its order
+            norms[norms == 0] = 1.0  # a topic with no content words: every cosine is 0, as before
+            block /= np.repeat(norms, counts)
         self._q32.data[:] = data
         self._weighed_for = (id(freq), freq.n) if cache else None
         return self._q, self._q32
