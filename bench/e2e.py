@@ -21,6 +21,7 @@ import email.policy
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import numpy as np
 import redis
 
 from bench import data
-from bench.mail import SmtpSink
+from bench.mail import message_sink
 from bench.match import build
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def bench_e2e(
     coalesce_s: float = 0.5,
     drain_s: float = 60.0,
     redis_url: str = "redis://127.0.0.1:6379/0",
+    smtp_server: str = "auto",
+    mailers: int = 2,
 ) -> dict:
     from bench.mail import free_port
     from consumers import profile_store
@@ -70,8 +73,7 @@ def bench_e2e(
     n_papers = int(rate * seconds)
     # Papers the profiles were not drawn around would be fairer still; these are the day's tail.
     stream_papers = [p.model_copy(update={"id": f"{p.id}-e{tag}"}) for p in papers[-n_papers:]]
-    with DevBroker(port=free_port()) as broker, SmtpSink() as sink:
-        sink.handler.keep = True
+    with DevBroker(port=free_port()) as broker, message_sink(smtp_server) as sink:
         settings = Settings(
             redis_url=redis_url,
             redis_prefix=f"pwbench:{tag}:",
@@ -110,11 +112,12 @@ def bench_e2e(
         }
         procs: dict[str, subprocess.Popen] = {}
         results: dict[str, dict] = {}
+        cpu_s: dict[str, float] = {}
         try:
             profile_store.sync(profiles, vectors, r, settings)
-            for name in ("matcher", "mailer"):
+            for name in ["matcher"] + [f"mailer{i}" for i in range(mailers)]:
                 procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "paperwire.cli", name],
+                    [sys.executable, "-m", "paperwire.cli", name.rstrip("0123456789")],
                     env=env,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
@@ -127,9 +130,7 @@ def bench_e2e(
             producer.send(settings.topic_papers, key=warm.id.encode(), value=warm.model_dump_json().encode())
             producer.flush()
             deadline = time.time() + 180
-            while time.time() < deadline and not (
-                sink.handler.accepted and time.time() - sink.handler.accepted[-1][0] > 2
-            ):
+            while time.time() < deadline and not ((got := sink.accepted()) and time.time() - got[-1][0] > 2):
                 time.sleep(0.2)
             published: dict[str, float] = {}
             before = _records(settings, settings.topic_matches)  # the warm-up's matches
@@ -145,11 +146,12 @@ def bench_e2e(
             totals = [-1]
             while time.time() - last < drain_s:
                 time.sleep(2)
-                accepted = sink.handler.accepted[seen:]
+                got = sink.accepted()
+                accepted = got[seen:]
                 seen += len(accepted)
                 mailed += sum(_papers_named(content, published) for _, content in accepted)
                 totals.append(_records(settings, settings.topic_matches) - before)
-                quiet = time.time() - (sink.handler.accepted[-1][0] if sink.handler.accepted else last) > 10
+                quiet = time.time() - (got[-1][0] if got else last) > 10
                 if totals[-1] == totals[-2] and (mailed >= totals[-1] or quiet):
                     break  # no new matches, and all mailed (or no mail for 10 s: a reader's repeats)
             ended = time.time()
@@ -159,6 +161,7 @@ def bench_e2e(
             for proc in procs.values():  # Ctrl-C, as an operator stops them: they finish and report
                 proc.send_signal(signal.SIGINT)
             for name, proc in procs.items():
+                before_cpu = _children_cpu_s()
                 try:
                     out, _ = proc.communicate(timeout=120)
                 except subprocess.TimeoutExpired:
@@ -166,19 +169,21 @@ def bench_e2e(
                     out, _ = proc.communicate()
                 lines = [line for line in (out or "").splitlines() if line.startswith("{")]
                 results[name] = json.loads(lines[-1]) if lines else {}
+                cpu_s[name] = _children_cpu_s() - before_cpu  # this child's, now it has been reaped
             keys = list(r.scan_iter(match=settings.redis_prefix + "*", count=1000))
             for i in range(0, len(keys), 1000):
                 r.delete(*keys[i : i + 1000])
+        accepted = sink.accepted(final=True)  # all of them: the mailer has stopped
     lat = []
     mailed_at: dict[str, list[float]] = {}
-    for accepted_at, content in sink.handler.accepted:
+    for accepted_at, content in accepted:
         msg = email.message_from_bytes(content, policy=email.policy.default)
         for pid in str(msg.get("X-Paperwire-Papers", "")).split():
             if pid in published:
                 lat.append(accepted_at - published[pid])
                 mailed_at.setdefault(pid, []).append(accepted_at)
     delivered = set(mailed_at)
-    accepts = [t for t, _ in sink.handler.accepted if t >= first_publish]
+    accepts = [t for t, _ in accepted if t >= first_publish]
     mail_s = (accepts[-1] - accepts[0]) if len(accepts) > 1 else float("nan")
     unmailed = max(0, matched - len(lat))  # the run's matches the mailer had not mailed
     lat += [ended - last] * unmailed
@@ -190,7 +195,8 @@ def bench_e2e(
         "e2e_papers": n_papers,
         "e2e_rate_papers_per_s": rate,
         "e2e_profiles": users,
-        "e2e_emails": len(sink.handler.accepted),
+        "e2e_emails": len(accepted),
+        "e2e_smtp_server": sink.name,
         "e2e_paper_deliveries": len(lat) - unmailed,
         "e2e_unmailed": unmailed,
         "e2e_mailed_share": round(1 - unmailed / max(1, matched), 4),
@@ -208,8 +214,30 @@ def bench_e2e(
         "e2e_coalesce_s": coalesce_s,
         "e2e_split_s": _split(published, matched_at, mailed_at),
         "e2e_matcher": {k: v for k, v in results.get("matcher", {}).items() if isinstance(v, int | float)},
-        "e2e_mailer": {k: v for k, v in results.get("mailer", {}).items() if isinstance(v, int | float)},
+        "e2e_mailers": mailers,
+        # CPU seconds of each process over its whole run (start-up and warm-up included), and the
+        # mailers' per email they sent.
+        "e2e_cpu_s": {k: round(v, 1) for k, v in cpu_s.items()},
+        "e2e_mailer_cpu_ms_per_email": round(
+            1e3 * sum(v for k, v in cpu_s.items() if k.startswith("mailer")) / max(1, len(accepted)), 3
+        ),
+        "e2e_mailer": _summed([v for k, v in results.items() if k.startswith("mailer")]),
     }
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _summed(reports: list[dict]) -> dict:
+    """The mailer instances' own counts, added up."""
+    out: dict[str, float] = {}
+    for report in reports:
+        for k, v in report.items():
+            if isinstance(v, int | float):
+                out[k] = out.get(k, 0) + v
+    return out
 
 
 def _split(published: dict[str, float], matched_at: dict[str, float], mailed_at: dict[str, list[float]]) -> dict:
