@@ -1,8 +1,10 @@
 """The mailer's line-end fast path (``alerts.send._crlf_line_ends``) is aiosmtplib's own
-``normalize_message_line_endings`` for any bytes at all, and it is the one aiosmtplib calls."""
+``normalize_message_line_endings`` for any bytes at all, and it is the one aiosmtplib calls; its
+remembered ``parse_address`` answers (or refuses) every string as aiosmtplib's own does."""
 
 from __future__ import annotations
 
+import aiosmtplib.email
 import aiosmtplib.protocol
 import aiosmtplib.smtp
 import pytest
@@ -33,3 +35,36 @@ def test_aiosmtplib_calls_the_fast_path_for_the_size_and_before_data() -> None:
     assert send._LIBRARY_LINE_ENDS is not None
     assert aiosmtplib.protocol.normalize_message_line_endings is send._crlf_line_ends
     assert aiosmtplib.smtp.normalize_message_line_endings is send._crlf_line_ends
+
+
+# Addresses and what could be smuggled into a command line beside one.
+address_text = st.lists(
+    st.sampled_from(["a", "@", ".", "<", ">", " ", '"', "\\", "\r", "\n", "\t", ",", ":", ";", "(", ")", "é", "x.org"]),
+    max_size=30,
+).map("".join)
+
+
+def _outcome(parse: object, address: str) -> tuple[str, str]:
+    try:
+        return ("ok", parse(address))  # type: ignore[operator]
+    except ValueError as exc:
+        return ("refused", str(exc))
+
+
+@given(address_text)
+def test_the_remembered_parse_address_gives_the_librarys_answer(address: str) -> None:
+    # Twice: the second answer comes from the memory (or is refused again).
+    for _ in range(2):
+        assert _outcome(send._parse_address, address) == _outcome(send._LIBRARY_PARSE_ADDRESS, address)
+
+
+@pytest.mark.parametrize("address", ["ada@example.org", "Ada <ada@example.org>", "a b@example.org", '"a b"@x.org', ""])
+def test_the_remembered_parse_address_at_the_edges(address: str) -> None:
+    for _ in range(2):
+        assert _outcome(send._parse_address, address) == _outcome(send._LIBRARY_PARSE_ADDRESS, address)
+
+
+def test_aiosmtplib_parses_addresses_with_the_remembered_function() -> None:
+    assert send._LIBRARY_PARSE_ADDRESS is not None
+    assert aiosmtplib.email.parse_address is send._parse_address  # quote_address calls it here
+    assert aiosmtplib.smtp.parse_address is send._parse_address
