@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alerts import mailer
 from alerts.mailer import decode_match
 from consumers.matcher import decode_paper
 from paperwire.errors import PoisonMessage
@@ -59,3 +60,47 @@ def test_paper_records_decode_or_are_poison(value: bytes | None) -> None:
 @given(value=records(json.loads(MATCH.model_dump_json())))
 def test_match_records_decode_or_are_poison(value: bytes | None) -> None:
     _check(decode_match, value, Match)
+
+
+def _whole(value: bytes | None) -> Match | str:
+    """The record decoded whole, as before papers were shared: the match, or "poison"."""
+    try:
+        match = Match.model_validate_json(value or b"")
+    except ValueError:
+        return "poison"
+    return match if match.paper is not None and match.paper.id == match.paper_id else "poison"
+
+
+@st.composite
+def compact_records(draw: st.DrawFn) -> bytes:
+    """Matches written as pydantic writes them (no spaces, the paper last), edited anywhere (a
+    "paper" key added at the start too), often cut short."""
+    doc = json.loads(MATCH.model_dump_json())
+    where = draw(st.sampled_from(["none", "match", "paper", "reasons", "first"]))
+    if where == "first":
+        doc = {"paper": draw(json_values | st.just(json.loads(PAPER.model_dump_json()))), **doc}
+    elif where != "none":
+        target = doc if where == "match" else doc[where]
+        target[draw(st.sampled_from(sorted(target) + ["paper", "extra"]))] = draw(json_values)
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    return raw if draw(st.booleans()) else raw[: draw(st.integers(0, len(raw)))]
+
+
+@given(value=compact_records())
+def test_a_shared_paper_decodes_as_the_whole_record_does(value: bytes) -> None:
+    for _ in range(2):  # the second time, the paper (if any) is the one already decoded
+        try:
+            got: Match | str = decode_match(value)
+        except PoisonMessage:
+            got = "poison"
+        assert got == _whole(value)
+
+
+def test_records_carrying_the_same_paper_share_one_decoded_paper() -> None:
+    a = MATCH.model_copy(update={"user": "ada"}).model_dump_json().encode()
+    b = MATCH.model_copy(update={"user": "bob"}).model_dump_json().encode()
+    first, second = decode_match(a), decode_match(b)
+    assert (first.user, second.user) == ("ada", "bob")
+    assert first.paper is second.paper and first.paper == PAPER
+    assert mailer._papers  # kept, within its bound
+    assert len(mailer._papers) <= mailer.PAPERS_KEPT
