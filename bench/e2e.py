@@ -1,8 +1,9 @@
 """Latency, publish to SMTP 250, for instant alerts: real dev broker, the machine's Redis (under a
-key prefix of our own, deleted afterwards, never flushed), an aiosmtpd sink, and the real
-matcher and mailer as they are deployed: ``paperwire matcher`` and ``paperwire mailer``, each its
-own process (in threads of one process they would share one interpreter lock with each other and
-with the sink).
+key prefix of our own, deleted afterwards, never flushed), an SMTP server in a process of its own
+(Postfix's ``smtp-sink`` where it is installed, else aiosmtpd in this one: ``e2e_smtp_server``),
+and the real matcher and mailers as they are deployed: ``paperwire matcher`` and ``mailers``
+instances of ``paperwire mailer`` in one consumer group, each its own process (in threads of one
+process they would share one interpreter lock).
 
 Papers (real arXiv texts) are published at a steady rate; each message the sink accepts names
 its reader (``X-Paperwire-User``) and papers (``X-Paperwire-Papers``); latency = accept time -
