@@ -11,6 +11,8 @@ Offsets are committed only when the stage says everything it was given is done.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import threading
@@ -80,6 +82,28 @@ def lag(consumer: KafkaConsumer) -> int:
     return sum(max(0, ends[tp] - consumer.position(tp)) for tp in assigned)
 
 
+# The cyclic collector's young-generation threshold while a stage runs (Python's default: 700).
+# Records are decoded, buffered for the coalescing window and dropped: at ~2,500 a second, with
+# the default every such object lived through a couple of young collections and was promoted, and
+# the promotions set off full collections, each a walk over the whole heap (the mailer's cached
+# profiles above all): 26 of them, ~0.3 s each, 11 % of the mailer's CPU in a 30 s e2e run on the
+# AMX Xeon. With this the run made none, and the mailer spent 0.89 instead of 1.14 ms of CPU an
+# email. Garbage cycles are still collected, by the young collections, every 20k allocations.
+YOUNG_GC_THRESHOLD = 20_000
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Any:
+    """``YOUNG_GC_THRESHOLD`` while the block runs (and 20 collections of each generation before
+    one of the next), then the thresholds as they were."""
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def run(
     stage: Stage[Any],
     consumer: KafkaConsumer,
@@ -92,6 +116,20 @@ def run(
     poll_ms: int = 500,
 ) -> dict[str, int]:
     """Run until ``stop`` is set, or with ``drain`` until caught up and flushed."""
+    with fewer_collections():
+        return _run(stage, consumer, producer, dlq_topic, stop, drain, drain_idle_s, poll_ms)
+
+
+def _run(
+    stage: Stage[Any],
+    consumer: KafkaConsumer,
+    producer: KafkaProducer,
+    dlq_topic: str,
+    stop: threading.Event | None,
+    drain: bool,
+    drain_idle_s: float,
+    poll_ms: int,
+) -> dict[str, int]:
     stop = stop or threading.Event()
     name = type(stage).__name__.removesuffix("Stage").lower()
     lag_checked = 0.0

@@ -3,6 +3,7 @@ Redis, and an SMTP server on localhost. Nothing is mocked."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from kafka import KafkaProducer
@@ -121,10 +122,11 @@ class _PollsRecorded:
     held a burst it was coalescing."""
 
     def __init__(self, consumer, stage) -> None:  # noqa: ANN001
-        self.consumer, self.stage, self.polls = consumer, stage, []
+        self.consumer, self.stage, self.polls, self.gc_thresholds = consumer, stage, [], set()
 
     def poll(self, timeout_ms: int = 0, **kwargs):  # noqa: ANN003, ANN201
         self.polls.append((timeout_ms, bool(self.stage.buffer)))
+        self.gc_thresholds.add(gc.get_threshold())
         return self.consumer.poll(timeout_ms=timeout_ms, **kwargs)
 
     def __getattr__(self, name: str):  # noqa: ANN204
@@ -142,11 +144,15 @@ def test_a_coalesced_burst_is_not_held_past_its_window_by_a_quiet_poll(kafka_set
     stage = mailer.MailerStage(settings, redis_client)
     consumer = _PollsRecorded(kafka.consumer(settings, settings.mailer_group, settings.topic_matches), stage)
     producer = kafka.producer(settings)
+    before = gc.get_threshold()
     try:
         stream.run(stage, consumer, producer, settings.topic_matches_dlq, drain=True, poll_ms=3000)
     finally:
         consumer.close()
         producer.close()
+    # The loop collects young objects less often while it runs, and leaves the process as it was.
+    assert consumer.gc_thresholds == {(stream.YOUNG_GC_THRESHOLD, 20, 20)} != {before}
+    assert gc.get_threshold() == before
     assert stage.total.emails == 1  # ada's instant burst, one email
     waiting = [ms for ms, held in consumer.polls if held]
     assert waiting and max(waiting) <= 1000, consumer.polls
