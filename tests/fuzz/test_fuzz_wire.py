@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from alerts import mailer
 from alerts.mailer import decode_match
-from consumers.matcher import decode_paper
+from consumers.matcher import decode_paper, match_record
 from paperwire.errors import PoisonMessage
 from paperwire.models import Match, Paper, Reasons
 
@@ -104,3 +104,21 @@ def test_records_carrying_the_same_paper_share_one_decoded_paper() -> None:
     assert first.paper is second.paper and first.paper == PAPER
     assert mailer._papers  # kept, within its bound
     assert len(mailer._papers) <= mailer.PAPERS_KEPT
+
+
+@given(
+    title=st.text(max_size=40),
+    authors=st.lists(st.text(max_size=10), max_size=3),
+    users=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4),
+    keywords=st.lists(st.text(max_size=8), max_size=3),
+    score=st.floats(allow_nan=False, allow_infinity=False),
+    version=st.none() | st.integers(0, 9),
+)
+def test_a_match_record_is_the_match_as_pydantic_writes_it(title, authors, users, keywords, score, version) -> None:  # noqa: ANN001
+    paper = PAPER.model_copy(update={"title": title, "authors": authors})
+    papers: dict[str, bytes] = {}  # shared by the matches of one batch, as the matcher shares it
+    for user in users:
+        reasons = Reasons(topic="t", similarity=score, keywords=keywords)
+        m = Match(user=user, topic="t", paper_id=paper.id, score=score, reasons=reasons, version=version, paper=paper)
+        assert match_record(m, papers) == m.model_dump_json().encode()
+        assert decode_match(match_record(m, papers)) == m
