@@ -92,16 +92,29 @@ def lag(consumer: KafkaConsumer) -> int:
 YOUNG_GC_THRESHOLD = 20_000
 
 
+_collecting_less = 0  # stage loops running now (the demo and tests run several, in threads)
+_thresholds_before: tuple[int, ...] = ()
+_collecting_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def fewer_collections() -> Any:
     """``YOUNG_GC_THRESHOLD`` while the block runs (and 20 collections of each generation before
-    one of the next), then the thresholds as they were."""
-    before = gc.get_threshold()
-    gc.set_threshold(YOUNG_GC_THRESHOLD, 20, 20)
+    one of the next), then the thresholds as they were before the first of the loops that
+    overlap in this process began."""
+    global _collecting_less, _thresholds_before
+    with _collecting_lock:
+        if _collecting_less == 0:
+            _thresholds_before = gc.get_threshold()
+            gc.set_threshold(YOUNG_GC_THRESHOLD, 20, 20)
+        _collecting_less += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _collecting_lock:
+            _collecting_less -= 1
+            if _collecting_less == 0:
+                gc.set_threshold(*_thresholds_before)
 
 
 def run(
