@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import NoBrokersAvailable
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 from paperwire.errors import ServiceUnavailable
 from paperwire.settings import Settings
@@ -37,6 +38,29 @@ RECEIVE_MAX_BYTES = FETCH_MAX_BYTES + (1 << 20)
 # 500 ms added 0-500 ms to every hop (measured: a record produced while a consumer waited
 # arrived 4-495 ms later; at 100 ms, 9-84 ms), and an instant alert takes two hops.
 FETCH_MAX_WAIT_MS = 100
+
+
+class KeyedPartitioner:
+    """kafka-python's default partitioner (a key's murmur2 hash, as the Java client's, modulo the
+    partitions; no key: a random one), each key's hash remembered. The matcher keys a match by its
+    reader, at ~2,500 matches a second for 10k readers, and the hash is pure Python: 3.5 us a
+    key on the AMX Xeon VM, ~3.5 % of the matcher's main thread."""
+
+    KEYS_KEPT = 1 << 18
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return self._default(key, all_partitions, available)
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= self.KEYS_KEPT:
+                self._hashes.clear()
+            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[h % len(all_partitions)]
 
 
 class Producer(KafkaProducer):
@@ -84,6 +108,7 @@ def producer(settings: Settings, **overrides: object) -> Producer:
         "batch_size": 512 * 1024,
         "retries": 5,
         "client_id": "paperwire",
+        "partitioner": KeyedPartitioner(),
         "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
     }
     config.update(overrides)

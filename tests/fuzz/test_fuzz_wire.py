@@ -1,5 +1,7 @@
 """Kafka record values: the matcher's and the mailer's decoders give a value or ``PoisonMessage``
-(which the shared loop dead-letters with its reason), for any bytes at all."""
+(which the shared loop dead-letters with its reason), for any bytes at all; the mailer's
+shared-paper decode and the matcher's spliced records agree with pydantic's own; and the
+producers' partitioner puts every key where kafka-python's own does."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
+from kafka.partitioner.default import DefaultPartitioner
 
 from alerts import mailer
 from alerts.mailer import decode_match
 from consumers.matcher import decode_paper, match_record
 from paperwire.errors import PoisonMessage
+from paperwire.kafka import KeyedPartitioner
 from paperwire.models import Match, Paper, Reasons
 
 PAPER = Paper(id="2611.90001", version=2, title="T", abstract="A", authors=["A B"], url="https://arxiv.org/abs/x",
@@ -122,3 +126,12 @@ def test_a_match_record_is_the_match_as_pydantic_writes_it(title, authors, users
         m = Match(user=user, topic="t", paper_id=paper.id, score=score, reasons=reasons, version=version, paper=paper)
         assert match_record(m, papers) == m.model_dump_json().encode()
         assert decode_match(match_record(m, papers)) == m
+
+
+@given(keys=st.lists(st.binary(max_size=24), min_size=1, max_size=6), partitions=st.integers(1, 64))
+def test_the_keyed_partitioner_puts_each_key_where_kafka_pythons_does(keys: list[bytes], partitions: int) -> None:
+    ours, theirs = KeyedPartitioner(), DefaultPartitioner()
+    all_partitions = list(range(partitions))
+    for key in keys + keys:  # the second time, the remembered hash
+        assert ours(key, all_partitions, all_partitions) == theirs(key, all_partitions, all_partitions)
+    assert ours(None, all_partitions, all_partitions[:1]) == 0  # no key: one of those available
