@@ -333,7 +333,9 @@ def run_demo(base: Settings, *, keep_outbox: bool = False, serve: bool = False, 
                     "                    more / less like this in the emails, then run the demo again",
                 ]
             elif links:
-                summary.append("  links             `make demo-serve` keeps them clickable; the next run shows the effect")
+                summary.append(
+                    "  links             `make demo-serve` keeps them clickable; the next run shows the effect"
+                )
             print("\n".join(summary), flush=True)  # noqa: T201 - the demo's report to the person who ran it
             if serve and links:
                 wait_for_stop()

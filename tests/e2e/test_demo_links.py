@@ -1,8 +1,8 @@
 """The feedback loop as a reader meets it: `paperwire demo --serve` mails the sample day and keeps
 the links of its emails served; the test clicks them over HTTP as a mail client and a browser
 would (one-click unsubscribe for wangari, "less like this" on rosalind's single-cell papers),
-stops the demo with Ctrl-C (SIGINT), which also stops the Redis it started, runs the demo again, and reads the second outbox: wangari
-gets nothing, and rosalind's clicked papers lose ground in her digest."""
+stops the demo with Ctrl-C (SIGINT), which also stops the Redis it started, runs the demo again,
+and reads the second outbox: wangari gets nothing, and rosalind's clicked papers lose ground in her digest."""
 
 from __future__ import annotations
 
@@ -93,7 +93,8 @@ def test_clicks_on_the_demo_links_change_the_next_run(tmp_path):
             [first_digest] = mail_to(outbox, "rosalind@example.org")
             [wangari] = mail_to(outbox, "wangari@example.org")
             html = first_digest.get_body(preferencelist=("html",)).get_content()
-            less = [link for link in re.findall(r'href="([^"]+/f/less/[^"]+)"', html) if claims(link)["t"] == SINGLE_CELL]
+            links = re.findall(r'href="([^"]+/f/less/[^"]+)"', html)
+            less = [link for link in links if claims(link)["t"] == SINGLE_CELL]
             assert len(less) >= 3
             clicked = [claims(link)["p"] for link in less[:3]]
             for link in less[:3]:  # a browser opening "less like this"
