@@ -72,7 +72,7 @@ class _Prepared:
     recipient: str
 
 
-async def _record_accepted(r: redis.Redis, settings: Settings, prep: _Prepared, message_id: str) -> None:
+async def _record_accepted(writer: ledger.AcceptedWriter, prep: _Prepared, message_id: str) -> None:
     """Write the ledger for a message the relay has accepted, waiting out a Redis outage.
 
     Giving up here would stop the mailer without committing, and its restart would mail the
@@ -84,10 +84,7 @@ async def _record_accepted(r: redis.Redis, settings: Settings, prep: _Prepared, 
     delay = 0.05
     while True:
         try:
-            pipe = r.pipeline(transaction=False)  # one round trip for both
-            ledger.record(pipe, settings, prep.user, prep.versions)
-            recipients.accepted(pipe, settings, prep.user)
-            pipe.execute()
+            writer.write(prep.user, prep.versions)  # the ledger, and the bounce count cleared
             return
         except ledger.TRANSIENT as exc:
             if time.monotonic() > deadline:
@@ -173,7 +170,7 @@ def deliver(
 
     async def accepted(msg: EmailMessage, accepted_at: float) -> None:
         prep = by_msg[id(msg)]
-        await _record_accepted(r, settings, prep, prep.message_id)  # the duplicate window ends here
+        await _record_accepted(writer, prep, prep.message_id)  # the duplicate window ends here
         out.windows_s.append(time.perf_counter() - accepted_at)
         out.emails += 1
         out.papers += len(prep.versions)
@@ -187,7 +184,11 @@ def deliver(
             extra={"user": prep.user, "paper_ids": list(prep.versions), "message_id": prep.message_id},
         )
 
-    outcomes = asyncio.run(send_all([m for m, _ in messages], settings, accepted))
+    writer = ledger.AcceptedWriter(r, settings)
+    try:
+        outcomes = asyncio.run(send_all([m for m, _ in messages], settings, accepted))
+    finally:
+        writer.close()
     for o in outcomes:
         if not o.accepted:
             prep = by_msg[id(o.message)]

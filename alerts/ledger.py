@@ -12,6 +12,7 @@ repeats: deploy Redis with AOF (README, Guarantees).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -84,6 +85,57 @@ def record(r: redis.Redis, settings: Settings, user: str, versions: dict[str, in
     if versions:
         args = [x for pid, v in sorted(versions.items()) for x in (pid, v or 0)]
         r.eval(_RECORD_MAX, 1, _key(settings, user), *args)
+
+
+# What a message the relay accepted writes, as one script: its papers' versions as _RECORD_MAX
+# does, and the reader's count of consecutive bounces cleared (``alerts.recipients``).
+_ACCEPTED = """
+for i = 1, #ARGV - 1, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('HDEL', KEYS[2], ARGV[#ARGV])
+return 1
+"""
+_ACCEPTED_SHA = hashlib.sha1(_ACCEPTED.encode()).hexdigest()
+
+
+class AcceptedWriter:
+    """The writes after each SMTP 250 (``record``, and the bounce count reset), one ``EVALSHA`` on
+    a connection held for a whole send: ~60 us of the mailer's CPU a message against ~150 for a
+    pipeline of the two through the client's pool (its checkout, retry wrapper and two replies;
+    23 % of the mailer, py-spy holding the GIL). A Redis restarted since the script was loaded
+    answers NOSCRIPT, and the script is sent whole. Any error drops the connection, so a reply
+    half read is never taken for the next one's, and raises: the caller retries (every write
+    here is idempotent) and the next write connects again. ``close`` returns the connection."""
+
+    def __init__(self, r: redis.Redis, settings: Settings) -> None:
+        self.pool, self.settings = r.connection_pool, settings
+        self.bounces = settings.key("bounces")
+        self.conn: redis.connection.AbstractConnection | None = None
+        self.sha = _ACCEPTED_SHA
+
+    def write(self, user: str, versions: Mapping[str, int | None]) -> None:
+        args = [x for pid, v in sorted(versions.items()) for x in (pid, v or 0)]
+        keys = (2, _key(self.settings, user), self.bounces)
+        if self.conn is None:
+            self.conn = self.pool.get_connection()
+        conn = self.conn
+        try:
+            conn.send_command("EVALSHA", self.sha, *keys, *args, user)
+            try:
+                conn.read_response()
+            except redis.exceptions.NoScriptError:
+                conn.send_command("EVAL", _ACCEPTED, *keys, *args, user)
+                conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.pool.release(self.conn)
+            self.conn = None
 
 
 def sent_version(r: redis.Redis, settings: Settings, user: str, paper_id: str) -> int | None:

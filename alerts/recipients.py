@@ -2,9 +2,10 @@
 
 A 5xx reply means the relay will not take mail for that address; sending on would only hurt the
 sender's reputation. Each permanent failure increments ``bounces[user]``; an accepted message
-resets it, so only *consecutive* failures count. At ``Settings.bounce_pause_after`` the user is
-added to ``paused`` (with the reason) and the mailer skips them, logging that it did, until
-``unpause`` is called (``paperwire alerts unpause USER``).
+resets it (``ledger.AcceptedWriter``, in the same write as the ledger's), so only *consecutive*
+failures count. At ``Settings.bounce_pause_after`` the user is added to ``paused`` (with the
+reason) and the mailer skips them, logging that it did, until ``unpause`` is called
+(``paperwire alerts unpause USER``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ def failed(r: redis.Redis, settings: Settings, user: str, reason: str) -> bool:
         log.warning("user=%s paused after %d consecutive permanent failures (last: %s)", user, count, reason)
         return True
     return False
-
-
-def accepted(r: redis.Redis, settings: Settings, user: str) -> None:
-    r.hdel(settings.key("bounces"), user)
 
 
 def paused(r: redis.Redis, settings: Settings, user: str) -> str | None:

@@ -26,7 +26,7 @@ from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
 from alerts import deliver as deliver_module
-from alerts import recipients
+from alerts import ledger, recipients
 from alerts.capture import ClosingController
 from alerts.deliver import PENDING_PER_SHOWN, add_pending, deliver, send_due, shard_of
 from alerts.mailer import MailerStage
@@ -155,6 +155,33 @@ def test_ledger_is_per_version_and_updates_need_the_opt_in(settings, redis_clien
     assert send(2) == {} and send(1) == {}  # nor again, nor an older version late
     bodies = [m.get_body(("plain",)).get_content() for m in read_outbox(smtp.handler.outbox)]
     assert ["UPDATED v2" in b for b in bodies] == [False, False, True]
+
+
+def test_an_accepted_message_clears_the_readers_bounce_count(settings, redis_client, smtp):
+    store(settings, redis_client, make_profile("ada"), make_profile("bob"))
+    redis_client.hset(settings.key("bounces"), mapping={"ada": 2, "bob": 2})
+    result = deliver(at(settings, smtp), redis_client, {"ada": [make_match("ada", "2611.00004")]}, now=NOW)
+    assert result.recipients == ["ada@example.org"]
+    assert redis_client.hget(settings.key("ledger", "ada"), "2611.00004") == b"1"
+    assert redis_client.hgetall(settings.key("bounces")) == {b"bob": b"2"}  # only consecutive bounces count
+
+
+def test_the_ledger_writer_reloads_its_script_and_reconnects_after_its_connection_is_cut(settings, redis_client):
+    writer = ledger.AcceptedWriter(redis_client, settings)
+    writer.sha = "0" * 40  # a script Redis does not hold, as after a restart: NOSCRIPT, then the script itself
+    try:
+        writer.write("ada", {"2611.00005": 2, "2611.00006": None})
+        assert writer.sha == "0" * 40 and writer.conn is not None
+        writer.conn.send_command("CLIENT", "ID")
+        cut = writer.conn.read_response()
+        assert redis_client.client_kill_filter(_id=cut) == 1
+        with pytest.raises(ledger.TRANSIENT):  # the caller waits and calls again (_record_accepted)
+            writer.write("ada", {"2611.00005": 1})
+        writer.write("ada", {"2611.00005": 1})  # a new connection; an older version never lowers the ledger
+    finally:
+        writer.close()
+    assert redis_client.hgetall(settings.key("ledger", "ada")) == {b"2611.00005": b"2", b"2611.00006": b"0"}
+    assert writer.conn is None
 
 
 class Flaky:
