@@ -1,6 +1,7 @@
 """The mailer's line-end fast path (``alerts.send._crlf_line_ends``) is aiosmtplib's own
-``normalize_message_line_endings`` for any bytes at all, and it is the one aiosmtplib calls; its
-remembered ``parse_address`` answers (or refuses) every string as aiosmtplib's own does."""
+``normalize_message_line_endings`` for any bytes at all, asked once or twice, and it is the one
+aiosmtplib calls; so is its dot-stuffing (``_DotStuffing``) the library's ``PERIOD_REGEX.sub``;
+its remembered ``parse_address`` answers (or refuses) every string as aiosmtplib's own does."""
 
 from __future__ import annotations
 
@@ -17,10 +18,30 @@ from alerts import send
 line_bytes = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\n\r", b".", b"a", b"\xff", b" "]), max_size=40)
 
 
+@given(line_bytes, line_bytes)
+def test_the_fast_path_gives_the_librarys_result_for_any_bytes(pieces: list[bytes], others: list[bytes]) -> None:
+    message, other = b"".join(pieces), b"".join(others)
+    # Twice in a row as aiosmtplib asks (the second answer remembered), then other bytes, then
+    # an equal copy of the first (a different object: looked at afresh).
+    for m in (message, message, other, bytes(bytearray(message))):
+        assert send._crlf_line_ends(m) == send._LIBRARY_LINE_ENDS(m)
+
+
 @given(line_bytes)
-def test_the_fast_path_gives_the_librarys_result_for_any_bytes(pieces: list[bytes]) -> None:
+def test_dot_stuffing_gives_the_librarys_result_for_any_bytes(pieces: list[bytes]) -> None:
     message = b"".join(pieces)
-    assert send._crlf_line_ends(message) == send._LIBRARY_LINE_ENDS(message)
+    assert send._DotStuffing(send._LIBRARY_PERIODS).sub(b"..", message) == send._LIBRARY_PERIODS.sub(b"..", message)
+
+
+@pytest.mark.parametrize("message", [b"", b".", b"a.", b".a\r\n", b"a\r\n.b", b"a\r.b", b"a\n\n.", b"a\r\n..\r\n.\r\n"])
+def test_dot_stuffing_at_the_edges(message: bytes) -> None:
+    assert send._DotStuffing(send._LIBRARY_PERIODS).sub(b"..", message) == send._LIBRARY_PERIODS.sub(b"..", message)
+
+
+def test_aiosmtplib_stuffs_dots_with_the_fast_test() -> None:
+    stuffing = aiosmtplib.protocol.PERIOD_REGEX
+    assert isinstance(stuffing, send._DotStuffing) and stuffing.library is send._LIBRARY_PERIODS
+    assert stuffing.pattern == rb"(?m)^\."
 
 
 @pytest.mark.parametrize(
