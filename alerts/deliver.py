@@ -175,7 +175,7 @@ def deliver(
         out.emails += 1
         out.papers += len(prep.versions)
         out.recipients.append(prep.recipient)
-        metrics.EMAILS.labels("sent").inc()
+        metrics.EMAILS_SENT.inc()
         log.info(
             "sent user=%s papers=%s message_id=%s",
             prep.user,

@@ -24,6 +24,7 @@ EMBED_SECONDS = Histogram("paperwire_embed_seconds", "seconds to embed one batch
 PAPERS_MATCHED = Counter("paperwire_papers_scored_total", "papers scored against every profile")
 MATCHES = Counter("paperwire_matches_total", "matches published")
 EMAILS = Counter("paperwire_emails_total", "emails by outcome", ["outcome"])  # sent | failed | retried
+EMAILS_SENT = EMAILS.labels("sent")  # once: ``labels`` per email was ~2 % of the mailer's CPU
 
 _last_poll = {"at": 0.0}
 HEALTHY_WITHIN_S = 60.0

@@ -16,3 +16,15 @@ def test_json_lines_carry_extra_fields():
     assert entry["msg"] == "match x" and entry["level"] == "INFO" and entry["logger"] == "consumers.matcher"
     assert entry["user"] == "ada" and entry["paper_id"] == "2611.90001"
     assert entry["ts"].endswith("+00:00")
+
+
+def test_text_lines_are_the_stdlib_formatters_with_each_seconds_time_written_once():
+    from paperwire.logs import TextFormatter
+
+    ours, stdlib = TextFormatter(), logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Within one second, across seconds, back again, and at its edges: the same text every time.
+    for created in (1_700_000_000.0, 1_700_000_000.25, 1_700_000_000.999, 1_700_000_001.0, 1_700_000_000.5, 0.001):
+        record = logging.LogRecord("alerts.deliver", logging.INFO, __file__, 1, "sent user=%s", ("ada",), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == stdlib.format(record)
+    assert ours.formatTime(record, "%H") == stdlib.formatTime(record, "%H")
