@@ -28,16 +28,6 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 # Redis restart from its AOF takes. Stopping then means that one message may be mailed again.
 RECORD_PATIENCE_S = 120.0
 
-# HSET field to max(current, new) for each pair, in one round trip: a late write of an old
-# version can never lower what the ledger says was sent.
-_RECORD_MAX = """
-for i = 1, #ARGV, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class Fresh:
@@ -81,14 +71,9 @@ def unsent_many(
     return out
 
 
-def record(r: redis.Redis, settings: Settings, user: str, versions: dict[str, int | None]) -> None:
-    if versions:
-        args = [x for pid, v in sorted(versions.items()) for x in (pid, v or 0)]
-        r.eval(_RECORD_MAX, 1, _key(settings, user), *args)
-
-
-# What a message the relay accepted writes, as one script: its papers' versions as _RECORD_MAX
-# does, and the reader's count of consecutive bounces cleared (``alerts.recipients``).
+# What a message the relay accepted writes, in one round trip: HSET each paper's field to
+# max(current, new), so a late write of an old version can never lower what the ledger says was
+# sent; and the reader's count of consecutive bounces cleared (``alerts.recipients``).
 _ACCEPTED = """
 for i = 1, #ARGV - 1, 2 do
   local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
@@ -101,7 +86,7 @@ _ACCEPTED_SHA = hashlib.sha1(_ACCEPTED.encode()).hexdigest()
 
 
 class AcceptedWriter:
-    """The writes after each SMTP 250 (``record``, and the bounce count reset), one ``EVALSHA`` on
+    """The write after each SMTP 250 (the ledger, and the bounce count reset), one ``EVALSHA`` on
     a connection held for a whole send: ~60 us of the mailer's CPU a message against ~150 for a
     pipeline of the two through the client's pool (its checkout, retry wrapper and two replies;
     23 % of the mailer, py-spy holding the GIL). A Redis restarted since the script was loaded
