@@ -24,64 +24,52 @@ from alerts.deliver import Delivered, add_pending, deliver
 from consumers import profile_store
 from paperwire import kafka, stream
 from paperwire.errors import PoisonMessage
-from paperwire.models import Match, Paper, Profile
+from paperwire.models import Match, MatchGroup, Profile
 from paperwire.redisio import connect
 from paperwire.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+def _invalid(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}"
+
+
 def decode_match(value: bytes | None) -> Match:
+    """One ``Match`` carrying its paper: a record as the matcher wrote them before 1 December
+    2026 (and as anyone may still write one)."""
     if value is None:
         raise PoisonMessage("empty record")
-    match = _with_shared_paper(value)
-    if match is None:
-        try:
-            match = Match.model_validate_json(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise PoisonMessage(f"not a Match: {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}") from exc
+    try:
+        match = Match.model_validate_json(value)
+    except ValidationError as exc:
+        raise PoisonMessage(f"not a Match: {_invalid(exc)}") from exc
     if match.paper is None or match.paper.id != match.paper_id:
         raise PoisonMessage("match does not carry its paper")
     return match
 
 
-# A paper reaches hundreds of readers, each match a record carrying the whole paper (~2 KB of its
-# ~2.4): decoding it was ~8 % of the mailer's time. Papers are frozen, so one decoded paper serves
-# every match whose record carries the same bytes for it.
-_PAPER_KEY = b',"paper":'
-_papers: dict[bytes, Paper] = {}
-PAPERS_KEPT = 4096
+_GROUP_START = b'{"matches":'
 
 
-def _with_shared_paper(value: bytes) -> Match | None:
-    """``value`` decoded as ``{<the match>,"paper":<paper>}`` (as pydantic writes a Match: the
-    paper last), its paper decoded once for all the records that carry the same bytes; None when
-    the record is not in that form or either part does not validate, and the whole record then
-    decides (with the error it gives). If ``<the match>}`` is a JSON object and ``<paper>`` a
-    value, "paper" is the last key at the top level of ``value``, so the two parts mean what the
-    whole does; a "paper" key before it makes this give way to the whole record too."""
-    cut = value.rfind(_PAPER_KEY)
-    if cut < 0 or not value.endswith(b"}}"):
-        return None
-    raw = value[cut + len(_PAPER_KEY) : -1]
-    paper = _papers.get(raw)
+def decode_matches(value: bytes | None) -> list[Match]:
+    """A record of the matches topic: a ``MatchGroup`` (a JSON object whose first key is
+    "matches", as the matcher writes them), each match given the group's paper; or one Match."""
+    if value is None or not value.startswith(_GROUP_START):
+        return [decode_match(value)]
     try:
-        if paper is None:
-            paper = Paper.model_validate_json(raw)
-        match = Match.model_validate_json(value[:cut] + b"}")
-    except ValidationError:
-        return None
-    if match.paper is not None:
-        return None
-    if len(_papers) >= PAPERS_KEPT:
-        _papers.clear()
-    _papers[raw] = paper
-    match.paper = paper
-    return match
+        group = MatchGroup.model_validate_json(value)
+    except ValidationError as exc:
+        raise PoisonMessage(f"not a group of matches: {_invalid(exc)}") from exc
+    for n, m in enumerate(group.matches):
+        if m.paper_id != group.paper.id or m.paper not in (None, group.paper):
+            raise PoisonMessage(f"match {n} of the group is for another paper than the group's {group.paper.id}")
+        m.paper = group.paper
+    return group.matches
 
 
-class MailerStage(stream.Stage[Match]):
+class MailerStage(stream.Stage[list[Match]]):
     def __init__(
         self,
         settings: Settings,
@@ -97,10 +85,11 @@ class MailerStage(stream.Stage[Match]):
         self.total = Delivered()
         self.pending = 0
 
-    def decode(self, record: ConsumerRecord) -> Match:
-        return decode_match(record.value)
+    def decode(self, record: ConsumerRecord) -> list[Match]:
+        return decode_matches(record.value)
 
-    def handle(self, matches: list[Match]) -> None:
+    def handle(self, records: list[list[Match]]) -> None:
+        matches = [m for record in records for m in record]
         now = self.clock()  # injectable: quiet hours are tested at chosen local times
         modes: dict[str, str | None] = {}
         later: list[Match] = []

@@ -134,7 +134,7 @@ def bench_e2e(
             while time.time() < deadline and not ((got := sink.accepted()) and time.time() - got[-1][0] > 2):
                 time.sleep(0.2)
             published: dict[str, float] = {}
-            before = _records(settings, settings.topic_matches)  # the warm-up's matches
+            tally = _MatchTally(settings, published)
             t0, first_publish = time.perf_counter(), time.time()
             for n, p in enumerate(stream_papers):
                 due = t0 + n / rate
@@ -151,12 +151,13 @@ def bench_e2e(
                 accepted = got[seen:]
                 seen += len(accepted)
                 mailed += sum(_papers_named(content, published) for _, content in accepted)
-                totals.append(_records(settings, settings.topic_matches) - before)
+                totals.append(tally.update())
                 quiet = time.time() - (got[-1][0] if got else last) > 10
                 if totals[-1] == totals[-2] and (mailed >= totals[-1] or quiet):
                     break  # no new matches, and all mailed (or no mail for 10 s: a reader's repeats)
             ended = time.time()
-            matched, dropped, matched_at = _run_matches(settings, published)
+            matched, dropped, matched_at = tally.update(), tally.dropped(), tally.sent
+            tally.close()
             producer.close()
         finally:
             for proc in procs.values():  # Ctrl-C, as an operator stops them: they finish and report
@@ -265,51 +266,50 @@ def _papers_named(content: bytes, published: dict[str, float]) -> int:
     return sum(pid.decode() in published for pid in rest.split(b"\r\n", 1)[0].split()) if found else 0
 
 
-def _records(settings, topic: str) -> int:  # noqa: ANN001
-    """Records on ``topic`` so far (the sum of its partitions' end offsets)."""
-    from kafka import KafkaConsumer, TopicPartition
+class _MatchTally:
+    """The run's (reader, paper) pairs on the matches topic (not the warm-up's, some of which can
+    follow it), read on from where the last ``update`` stopped, and when the matcher sent each
+    paper's last match (its records' CreateTime, in epoch seconds). Pairs, not records: a record
+    holds one paper's matches for many readers, and a paper can match a reader under two topics,
+    and the reader gets it once."""
 
-    c = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, api_version=(2, 3), enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or []]
-        return sum(c.end_offsets(parts).values()) if parts else 0
-    finally:
-        c.close()
+    def __init__(self, settings, published: dict[str, float]) -> None:  # noqa: ANN001
+        from kafka import KafkaConsumer, TopicPartition
 
+        from paperwire import kafka
 
-def _run_matches(settings, published: dict[str, float]) -> tuple[int, int, dict[str, float]]:  # noqa: ANN001
-    """(reader, paper) pairs on the matches topic for the run's papers (not the warm-up's, some of
-    which can follow it), how many records the broker has dropped from the topic's start, and
-    when the matcher sent each paper's last match (its records' CreateTime, in epoch seconds).
-    Pairs, not records: a paper can match a reader under two topics, and the reader gets it once."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from paperwire import kafka
-
-    # Answers of a few MB: the frame limit paperwire's consumers use (``paperwire.kafka``).
-    c = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        api_version=(2, 3),
-        enable_auto_commit=False,
-        fetch_max_bytes=kafka.FETCH_MAX_BYTES,
-        receive_message_max_bytes=kafka.RECEIVE_MAX_BYTES,
-    )
-    try:
+        self.published = published
+        # Answers of a few MB: the frame limit paperwire's consumers use (``paperwire.kafka``).
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            api_version=(2, 3),
+            enable_auto_commit=False,
+            fetch_max_bytes=kafka.FETCH_MAX_BYTES,
+            receive_message_max_bytes=kafka.RECEIVE_MAX_BYTES,
+        )
         topic = settings.topic_matches
-        parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or []]
-        c.assign(parts)
-        c.seek_to_beginning(*parts)
-        ends = c.end_offsets(parts)
-        dropped = sum(c.beginning_offsets(parts).values())
-        pairs: set[tuple[str, str]] = set()
-        sent: dict[str, float] = {}
-        while any(c.position(tp) < ends[tp] for tp in parts):
+        self.parts = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or []]
+        self.consumer.assign(self.parts)
+        self.consumer.seek_to_beginning(*self.parts)
+        self.pairs: set[tuple[str, str]] = set()
+        self.sent: dict[str, float] = {}
+
+    def update(self) -> int:
+        """Read to the topic's end as it is now; the run's pairs so far."""
+        c, ends = self.consumer, self.consumer.end_offsets(self.parts)
+        while any(c.position(tp) < ends[tp] for tp in self.parts):
             for records in c.poll(timeout_ms=500).values():
                 for r in records:
-                    m = json.loads(r.value)
-                    if m["paper_id"] in published:
-                        pairs.add((m["user"], m["paper_id"]))
-                        sent[m["paper_id"]] = max(sent.get(m["paper_id"], 0.0), r.timestamp / 1000)
-        return len(pairs), dropped, sent
-    finally:
-        c.close()
+                    doc = json.loads(r.value)  # json, not the models: this process shares the cores
+                    for m in doc.get("matches", [doc]):
+                        if m["paper_id"] in self.published:
+                            self.pairs.add((m["user"], m["paper_id"]))
+                            self.sent[m["paper_id"]] = max(self.sent.get(m["paper_id"], 0.0), r.timestamp / 1000)
+        return len(self.pairs)
+
+    def dropped(self) -> int:
+        """Records the broker has dropped from the topic's start."""
+        return sum(self.consumer.beginning_offsets(self.parts).values())
+
+    def close(self) -> None:
+        self.consumer.close()

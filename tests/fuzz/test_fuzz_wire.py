@@ -1,6 +1,6 @@
 """Kafka record values: the matcher's and the mailer's decoders give a value or ``PoisonMessage``
-(which the shared loop dead-letters with its reason), for any bytes at all; the mailer's
-shared-paper decode and the matcher's spliced records agree with pydantic's own; and the
+(which the shared loop dead-letters with its reason), for any bytes at all; the matcher's
+spliced group records are what pydantic writes and decode back to the matches; and the
 producers' partitioner puts every key where kafka-python's own does."""
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
-from alerts import mailer
-from alerts.mailer import decode_match
-from consumers.matcher import decode_paper, match_record
+from alerts.mailer import decode_match, decode_matches
+from consumers.matcher import decode_paper, group_records
 from paperwire.errors import PoisonMessage
 from paperwire.kafka import KeyedPartitioner
-from paperwire.models import Match, Paper, Reasons
+from paperwire.models import Match, MatchGroup, Paper, Reasons
 
 PAPER = Paper(id="2611.90001", version=2, title="T", abstract="A", authors=["A B"], url="https://arxiv.org/abs/x",
               published=datetime(2026, 11, 27, tzinfo=UTC), source="arxiv-rss")
@@ -66,48 +65,49 @@ def test_match_records_decode_or_are_poison(value: bytes | None) -> None:
     _check(decode_match, value, Match)
 
 
-def _whole(value: bytes | None) -> Match | str:
-    """The record decoded whole, as before papers were shared: the match, or "poison"."""
+GROUP = MatchGroup(matches=[MATCH.model_copy(update={"paper": None})], paper=PAPER)
+
+
+@given(value=records(json.loads(MATCH.model_dump_json())) | records(json.loads(GROUP.model_dump_json())))
+def test_matches_topic_records_decode_or_are_poison(value: bytes | None) -> None:
     try:
-        match = Match.model_validate_json(value or b"")
-    except ValueError:
-        return "poison"
-    return match if match.paper is not None and match.paper.id == match.paper_id else "poison"
+        out = decode_matches(value)
+    except PoisonMessage as exc:
+        assert str(exc).strip()
+        return
+    assert out and all(isinstance(m, Match) and m.paper is not None and m.paper.id == m.paper_id for m in out)
 
 
 @st.composite
-def compact_records(draw: st.DrawFn) -> bytes:
-    """Matches written as pydantic writes them (no spaces, the paper last), edited anywhere (a
-    "paper" key added at the start too), often cut short."""
-    doc = json.loads(MATCH.model_dump_json())
-    where = draw(st.sampled_from(["none", "match", "paper", "reasons", "first"]))
-    if where == "first":
-        doc = {"paper": draw(json_values | st.just(json.loads(PAPER.model_dump_json()))), **doc}
-    elif where != "none":
-        target = doc if where == "match" else doc[where]
+def compact_groups(draw: st.DrawFn) -> bytes:
+    """Groups written as pydantic writes them (no spaces, "matches" first), edited anywhere,
+    often cut short."""
+    doc = json.loads(GROUP.model_dump_json())
+    doc["matches"] = doc["matches"] * draw(st.integers(1, 3))
+    where = draw(st.sampled_from(["none", "group", "paper", "match"]))
+    if where != "none":
+        target = {"group": doc, "paper": doc["paper"], "match": doc["matches"][-1]}[where]
         target[draw(st.sampled_from(sorted(target) + ["paper", "extra"]))] = draw(json_values)
     raw = json.dumps(doc, separators=(",", ":")).encode()
     return raw if draw(st.booleans()) else raw[: draw(st.integers(0, len(raw)))]
 
 
-@given(value=compact_records())
-def test_a_shared_paper_decodes_as_the_whole_record_does(value: bytes) -> None:
-    for _ in range(2):  # the second time, the paper (if any) is the one already decoded
-        try:
-            got: Match | str = decode_match(value)
-        except PoisonMessage:
-            got = "poison"
-        assert got == _whole(value)
-
-
-def test_records_carrying_the_same_paper_share_one_decoded_paper() -> None:
-    a = MATCH.model_copy(update={"user": "ada"}).model_dump_json().encode()
-    b = MATCH.model_copy(update={"user": "bob"}).model_dump_json().encode()
-    first, second = decode_match(a), decode_match(b)
-    assert (first.user, second.user) == ("ada", "bob")
-    assert first.paper is second.paper and first.paper == PAPER
-    assert mailer._papers  # kept, within its bound
-    assert len(mailer._papers) <= mailer.PAPERS_KEPT
+@given(value=compact_groups())
+def test_a_group_decodes_to_its_matches_each_with_the_groups_paper(value: bytes) -> None:
+    try:
+        got: list[Match] | str = decode_matches(value)
+    except PoisonMessage:
+        got = "poison"
+    try:
+        group = MatchGroup.model_validate_json(value)
+    except ValueError:
+        assert got == "poison"
+        return
+    if any(m.paper_id != group.paper.id or m.paper not in (None, group.paper) for m in group.matches):
+        assert got == "poison"  # a match for another paper than the one the group carries
+        return
+    assert got == [m.model_copy(update={"paper": group.paper}) for m in group.matches]
+    assert all(m.paper is got[0].paper for m in got)  # one paper object, decoded once
 
 
 @given(
@@ -118,14 +118,25 @@ def test_records_carrying_the_same_paper_share_one_decoded_paper() -> None:
     score=st.floats(allow_nan=False, allow_infinity=False),
     version=st.none() | st.integers(0, 9),
 )
-def test_a_match_record_is_the_match_as_pydantic_writes_it(title, authors, users, keywords, score, version) -> None:  # noqa: ANN001
+def test_group_records_are_the_matches_as_pydantic_writes_them(title, authors, users, keywords, score, version) -> None:  # noqa: ANN001
     paper = PAPER.model_copy(update={"title": title, "authors": authors})
-    papers: dict[str, bytes] = {}  # shared by the matches of one batch, as the matcher shares it
-    for user in users:
-        reasons = Reasons(topic="t", similarity=score, keywords=keywords)
-        m = Match(user=user, topic="t", paper_id=paper.id, score=score, reasons=reasons, version=version, paper=paper)
-        assert match_record(m, papers) == m.model_dump_json().encode()
-        assert decode_match(match_record(m, papers)) == m
+    reasons = Reasons(topic="t", similarity=score, keywords=keywords)
+    matches = [
+        Match(user=user, topic="t", paper_id=paper.id, score=score, reasons=reasons, version=version, paper=paper)
+        for user in users
+    ]
+    one_each = len(matches[0].model_dump_json(exclude={"paper"}))  # a limit that cuts after each match
+    for limit in (1 << 20, one_each):
+        values = group_records(matches, paper.model_dump_json().encode(), limit)
+        assert len(values) == (1 if limit > 1000 else len(matches))
+        got = []
+        for value in values:
+            group = MatchGroup.model_validate_json(value)
+            # Byte for byte what pydantic writes, the matches without their (null) paper.
+            assert value == group.model_dump_json(exclude={"matches": {"__all__": {"paper"}}}).encode()
+            assert group.paper == paper and all(m.paper is None for m in group.matches)
+            got += decode_matches(value)
+        assert got == matches  # all of them, in order, each with its paper
 
 
 @given(keys=st.lists(st.binary(max_size=24), min_size=1, max_size=6), partitions=st.integers(1, 64))

@@ -620,7 +620,7 @@ def test_a_readers_pending_items_are_capped_at_what_their_digest_can_use(setting
         batch.append(hot.model_copy(update={"topic": trending.TOPIC, "score": 0.1, "reasons": hot_reasons}))
         when = datetime(2026, 11, 23, 9, tzinfo=UTC) + timedelta(days=day)  # Monday 09:00 on
         stage = MailerStage(s, redis_client, clock=lambda when=when: when)
-        stage.handle(batch)
+        stage.handle([batch])  # one record of them
         assert stage.flush(force=True) and stage.pending == 17
         week += batch
     cap = PENDING_PER_SHOWN * 4
@@ -644,13 +644,13 @@ def test_instant_mail_is_held_in_quiet_hours_and_sent_when_they_end(settings, re
     s = at(settings, smtp)
     night = datetime(2026, 11, 27, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
     stage = MailerStage(s, redis_client, clock=lambda: night)
-    stage.handle([make_match("ada", "2611.00040"), make_match("ada", "2611.00041")])
+    stage.handle([[make_match("ada", "2611.00040"), make_match("ada", "2611.00041")]])
     assert stage.flush(force=True) and stage.pending == 2 and stage.total.emails == 0
     assert send_due(s, redis_client, now=night + timedelta(hours=6)).emails == 0  # 05:30 Berlin
     morning = send_due(s, redis_client, now=night + timedelta(hours=7, minutes=35))  # 07:05 Berlin
     assert morning.recipients == ["ada@example.org"] and morning.papers == 2
     day = night + timedelta(hours=12)  # 11:30 Berlin: straight through
     stage = MailerStage(s, redis_client, clock=lambda: day)
-    stage.handle([make_match("ada", "2611.00042")])
+    stage.handle([[make_match("ada", "2611.00042")]])
     assert stage.flush(force=True) and stage.total.emails == 1 and stage.pending == 0
     assert len(read_outbox(smtp.handler.outbox)) == 2

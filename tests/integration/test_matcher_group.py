@@ -15,9 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.partitioner.default import DefaultPartitioner
 
 from alerts import mailer
 from alerts.deliver import send_due
+from alerts.mailer import decode_matches
 from consumers import matcher, profile_store
 from paperwire.models import Match, Profile
 from paperwire.profiles import load
@@ -74,9 +76,14 @@ def all_matches(settings) -> list[Match]:  # noqa: ANN001
         c.seek_to_beginning(*parts)
         ends = c.end_offsets(parts)
         out: list[Match] = []
+        numbers = sorted(tp.partition for tp in parts)
         while any(c.position(tp) < ends[tp] for tp in parts):
             for records in c.poll(timeout_ms=500).values():
-                out.extend(Match.model_validate_json(r.value) for r in records)
+                for r in records:
+                    got = decode_matches(r.value)
+                    # Each reader's matches on the partition their id's hash picks, as if keyed by them.
+                    assert {DefaultPartitioner()(m.user.encode(), numbers, numbers) for m in got} == {r.partition}
+                    out += got
         return out
     finally:
         c.close()
