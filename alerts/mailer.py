@@ -37,8 +37,8 @@ def _invalid(exc: ValidationError) -> str:
 
 
 def decode_match(value: bytes | None) -> Match:
-    """One ``Match`` carrying its paper: a record as the matcher wrote them before 1 December
-    2026 (and as anyone may still write one)."""
+    """One ``Match`` carrying its paper: a record as the matcher wrote them before ``5fc8528``
+    (30 November 2026), and as anyone may still write one."""
     if value is None:
         raise PoisonMessage("empty record")
     try:

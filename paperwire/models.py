@@ -2,9 +2,9 @@
 
 ``Paper`` is the value on the ``papers`` topic (key = ``Paper.id``). A value on ``matches`` is a
 ``MatchGroup``: one paper and its matches for readers of one partition (key = the paper's id),
-or a single ``Match`` carrying its paper (key = user id), as written before 1 December 2026.
-Readers are spread over the partitions by the hash of their id, so a reader's mail stays in one
-mailer. These are stable contracts: extend them, don't break them.
+or a single ``Match`` carrying its paper (key = user id), as the matcher wrote them before
+``5fc8528`` (30 November 2026). Readers are spread over the partitions by the hash of their id,
+so a reader's mail stays in one mailer. These are stable contracts: extend them, don't break them.
 """
 
 from __future__ import annotations
