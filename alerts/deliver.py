@@ -27,7 +27,7 @@ import redis
 
 from alerts import ledger, recipients
 from alerts.render import render, to_mime
-from alerts.send import send_all
+from alerts.send import run, send_all
 from consumers import profile_store
 from paperwire import metrics, tokens
 from paperwire.errors import ServiceUnavailable
@@ -186,7 +186,7 @@ def deliver(
 
     writer = ledger.AcceptedWriter(r, settings)
     try:
-        outcomes = asyncio.run(send_all([m for m, _ in messages], settings, accepted))
+        outcomes = run(send_all([m for m, _ in messages], settings, accepted))
     finally:
         writer.close()
     for o in outcomes:

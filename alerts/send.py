@@ -20,14 +20,16 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import TypeVar
 
 import aiosmtplib
 import aiosmtplib.email
 import aiosmtplib.protocol
 import aiosmtplib.smtp
+import uvloop
 
 from paperwire import metrics
 from paperwire.errors import ServiceUnavailable
@@ -36,6 +38,7 @@ from paperwire.settings import Settings
 log = logging.getLogger(__name__)
 
 TRANSIENT_CODES = {421, 450, 451, 452, 454}
+T = TypeVar("T")
 
 
 @dataclass
@@ -260,6 +263,16 @@ async def _send_one(
         log.warning("send to %s: %s; retry %d/%d in %.2fs", rcpt, reason, attempt, attempts - 1, delay)
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def run(coro: Coroutine[object, object, T]) -> T:
+    """``asyncio.run(coro)`` on uvloop's event loop (libuv's sockets and timers in C). Sending
+    3,000 rendered alerts over the pool to Postfix's smtp-sink took 400-423 us of this process's
+    CPU a message against 489-500 on asyncio's own loop (medians of two runs of four interleaved
+    rounds; lower in all eight pairs). aiosmtplib waits for a reply after each of MAIL, RCPT, DATA
+    and the message, so every message is four turns of the loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 async def send_all(

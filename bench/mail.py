@@ -3,7 +3,6 @@ connections, against the baseline of one connection per message (connect, EHLO, 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -206,13 +205,13 @@ def sample_messages(n: int) -> list[EmailMessage]:
 
 
 def bench_mail(n_pooled: int = 2000, n_single: int = 300) -> dict[str, float]:
-    from alerts.send import send_all
+    from alerts.send import run, send_all
 
     messages = sample_messages(max(n_pooled, n_single))
     with SmtpSink() as sink:
         settings = Settings(smtp_host="127.0.0.1", smtp_port=sink.port)
         t = time.perf_counter()
-        asyncio.run(send_all(messages[:n_pooled], settings, lambda m, at: None))
+        run(send_all(messages[:n_pooled], settings, lambda m, at: None))
         pooled_s = time.perf_counter() - t
 
         async def one_per_message() -> None:
@@ -220,7 +219,7 @@ def bench_mail(n_pooled: int = 2000, n_single: int = 300) -> dict[str, float]:
                 await aiosmtplib.send(msg, hostname="127.0.0.1", port=sink.port)
 
         t = time.perf_counter()
-        asyncio.run(one_per_message())
+        run(one_per_message())
         single_s = time.perf_counter() - t
         assert sink.handler.count == n_pooled + n_single, sink.handler.count
     return {

@@ -49,10 +49,9 @@ def notify_failure(context: dict[str, Any]) -> None:
     subject, body = failure_summary(context)
     log.error("%s\n%s", subject, body)
     try:
-        import asyncio
         from email.message import EmailMessage
 
-        from alerts.send import send_all
+        from alerts.send import run, send_all
         from paperwire.settings import Settings
 
         try:  # the relay the digests use: a paperwire_smtp Airflow connection over the environment
@@ -70,7 +69,7 @@ def notify_failure(context: dict[str, Any]) -> None:
         msg["Subject"] = subject
         msg.set_content(body)
         # The mailer's own pool of one: its TLS, CA file, login and retries.
-        (outcome,) = asyncio.run(send_all([msg], settings, lambda _msg, _at: None))
+        (outcome,) = run(send_all([msg], settings, lambda _msg, _at: None))
         if not outcome.accepted:
             log.error("the relay refused the failure notification: %s %s", outcome.code, outcome.reason)
     except Exception:  # noqa: BLE001 - see docstring

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import uvloop
 from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
@@ -31,7 +32,7 @@ from alerts.capture import ClosingController
 from alerts.deliver import PENDING_PER_SHOWN, add_pending, deliver, send_due, shard_of
 from alerts.mailer import MailerStage
 from alerts.render import render, select, to_mime
-from alerts.send import TransientFailure, send_all
+from alerts.send import TransientFailure, run, send_all
 from consumers import profile_store, trending
 from paperwire.errors import ServiceUnavailable
 from paperwire.models import Match, Paper, Profile, Reasons
@@ -134,8 +135,11 @@ def test_messages_reach_the_relay_with_crlf_line_ends_whatever_they_were_written
     plain["From"], plain["To"], plain["Subject"] = "paperwire@example.org", "rosalind@example.org", "hello"
     plain.set_content("one\n.two\nthree\n")
     assert b"\r" not in plain.as_bytes() and rendered.as_bytes().count(b"\n") == rendered.as_bytes().count(b"\r\n")
-    outcomes = asyncio.run(send_all([rendered, plain], at(settings, smtp), lambda m, t: None))
+    loops = []
+    on_accepted = lambda m, t: loops.append(asyncio.get_running_loop())  # noqa: E731
+    outcomes = run(send_all([rendered, plain], at(settings, smtp), on_accepted))
     assert [o.accepted for o in outcomes] == [True, True]
+    assert {type(loop) for loop in loops} == {uvloop.Loop}  # the loop the mailer sends on (alerts.send.run)
     # Two pool connections send them, so either may be accepted first.
     arrived = sorted(f.read_bytes() for f in smtp.handler.outbox.glob("*.eml"))
     assert arrived == sorted([rendered.as_bytes(), plain.as_bytes().replace(b"\n", b"\r\n")])
@@ -432,7 +436,7 @@ def test_no_client_socket_outlives_the_send(settings, cert):
             password = "s3cret" if i % 4 == 0 else "wrong"
             s = tls_settings(settings, c, cert, smtp_starttls=True, smtp_password=SecretStr(password))
             try:
-                asyncio.run(send_all([msg], s, lambda m, t: None))
+                run(send_all([msg], s, lambda m, t: None))
             except ServiceUnavailable:
                 assert password == "wrong"
             if sockets_to(c.port):
